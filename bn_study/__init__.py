@@ -1,0 +1,1 @@
+"""bn_study: what Batch Normalization does in image classifiers, in JAX/Flax."""

@@ -1,0 +1,176 @@
+"""TFDS + tf.data: seeded, resumable training batches and exact eval batches.
+
+The order of training batches is a pure function of (seed, epoch): a resumed
+run sees exactly the batches an uninterrupted one would, whatever the number
+of hosts. Each host keeps only its slice of every global batch.
+"""
+
+import dataclasses
+from typing import Iterator, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from bn_study import errors
+
+# TF only feeds data here; left alone it would grab GPU/TPU memory from JAX.
+try:
+  tf.config.set_visible_devices([], 'GPU')
+  tf.config.set_visible_devices([], 'TPU')
+except (RuntimeError, ValueError):  # Already initialized, or no such device.
+  pass
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  image_shape: Tuple[int, int, int]
+  num_classes: int
+  class_names: Tuple[str, ...]
+  num_train: int
+  num_eval: int
+
+
+def _builder(config) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder, or a UserError that says how to prepare it."""
+  where = config.data_dir or 'the TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)'
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise errors.UserError(
+        f'dataset={config.dataset!r} is not a TFDS dataset. Use a TFDS image '
+        'classification dataset with `image` and `label` features, e.g. '
+        "cifar10, cifar100, mnist, fashion_mnist (`tfds.list_builders()` "
+        'lists them all).') from e
+  if not builder.is_prepared():
+    problem = 'downloading is off (config.download=False)'
+    if config.download:
+      try:
+        builder.download_and_prepare()
+        return builder
+      except Exception as e:  # pylint: disable=broad-except
+        problem = f'the download failed ({type(e).__name__}: {str(e)[:300]})'
+    raise errors.UserError(
+        f'dataset={config.dataset!r} is not prepared in data_dir={where}, and '
+        f'{problem}. Prepare it on a machine with network access '
+        f"(python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{config.dataset}').download_and_prepare()\") and copy "
+        'the data_dir here, or follow TFDS\'s manual download instructions '
+        'for this dataset; then pass --config.data_dir=DIR if it is not the '
+        'default.')
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise errors.UserError(
+        f'dataset={config.dataset!r} has features {sorted(features)}; bn_study '
+        'needs an image classification dataset with `image` and `label`.')
+  return builder
+
+
+def _split(builder, split: str) -> tf.data.Dataset:
+  """(uint8 image, int32 label) pairs, in the order the dataset stores them."""
+  try:
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+  except (KeyError, ValueError) as e:
+    raise errors.UserError(
+        f'split {split!r} of dataset {builder.name!r} does not exist; it has '
+        f'{sorted(builder.info.splits)} (config.train_split / '
+        'config.eval_split).') from e
+  return ds.map(lambda ex: (ex['image'], tf.cast(ex['label'], tf.int32)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _num_examples(ds: tf.data.Dataset, builder, split: str) -> int:
+  n = int(ds.cardinality())
+  return n if n >= 0 else builder.info.splits[split].num_examples
+
+
+class Pipeline:
+  """Batches of one dataset for one run: `train(epoch)` and `eval()`.
+
+  Batches are host-local numpy dicts: `image` float32 in [0, 1] (N, H, W, C),
+  `label` int32 (N,), and for eval `mask` float32 (N,), 0 on padding.
+  """
+
+  def __init__(self, config, *, process_index: int = 0,
+               process_count: int = 1):
+    builder = _builder(config)
+    self._train = _split(builder, config.train_split).cache()
+    self._eval = _split(builder, config.eval_split).cache()
+    features = builder.info.features
+    self.info = DatasetInfo(
+        name=builder.name,
+        image_shape=tuple(features['image'].shape),
+        num_classes=features['label'].num_classes,
+        class_names=tuple(features['label'].names),
+        num_train=_num_examples(self._train, builder, config.train_split),
+        num_eval=_num_examples(self._eval, builder, config.eval_split))
+    self._seed = config.seed
+    self._process_index = process_index
+    self._process_count = process_count
+    self.batch_size = config.batch_size
+    self.eval_batch_size = config.eval_batch_size
+    for field in ('batch_size', 'eval_batch_size'):
+      value = config[field]
+      if value <= 0 or value % process_count:
+        raise errors.UserError(
+            f'{field}={value} must be a positive multiple of the number of '
+            f'processes ({process_count}).')
+    if config.batch_size > self.info.num_train:
+      raise errors.UserError(
+          f'batch_size={config.batch_size} is larger than the '
+          f'{self.info.num_train} examples of split {config.train_split!r}.')
+    self.steps_per_epoch = self.info.num_train // config.batch_size
+
+  def _local(self, batch, global_size):
+    """This host's contiguous slice of a global batch."""
+    n = global_size // self._process_count
+    start = self._process_index * n
+    return tf.nest.map_structure(lambda x: x[start:start + n], batch)
+
+  def epoch_seed(self, epoch: int) -> int:
+    return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
+
+  def train(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
+    """The batches of `epoch` from `start_step` on; drops the incomplete last."""
+    ds = self._train.shuffle(
+        self.info.num_train, seed=self.epoch_seed(epoch),
+        reshuffle_each_iteration=False)
+    ds = ds.batch(self.batch_size, drop_remainder=True).skip(start_step)
+    ds = ds.map(lambda image, label: self._local(
+        {'image': tf.cast(image, tf.float32) / 255.0, 'label': label},
+        self.batch_size), num_parallel_calls=tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+
+  def eval(self) -> Iterator[dict]:
+    """Every eval example exactly once; the last batch padded, mask 0 there."""
+    size = self.eval_batch_size
+
+    def pad(image, label):
+      n = tf.shape(label)[0]
+      fill = size - n
+      return self._local({
+          'image': tf.pad(tf.cast(image, tf.float32) / 255.0,
+                          [[0, fill], [0, 0], [0, 0], [0, 0]]),
+          'label': tf.pad(label, [[0, fill]]),
+          'mask': tf.pad(tf.ones([n], tf.float32), [[0, fill]]),
+      }, size)
+
+    ds = self._eval.batch(size).map(pad, num_parallel_calls=tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+
+
+def load_image(path: str, image_shape) -> np.ndarray:
+  """A PNG/JPEG file as float32 in [0, 1], resized to `image_shape` if needed."""
+  height, width, channels = image_shape
+  try:
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+  except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+    raise errors.UserError(
+        f'--predict: {path!r} is not a readable PNG/JPEG image '
+        f'({type(e).__name__}).') from e
+  image = tf.cast(image, tf.float32) / 255.0
+  if tuple(image.shape[:2]) != (height, width):
+    image = tf.image.resize(image, (height, width), antialias=True)
+  return np.clip(image.numpy(), 0.0, 1.0)

@@ -1,0 +1,101 @@
+"""The seed CNN: convs, then dense layers, with norms where `placement` says."""
+
+from typing import Any, Dict, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bn_study import norms
+
+# tf.layers' defaults, which the seed used.
+_KERNEL_INIT = nn.initializers.glorot_uniform()
+_BIAS_INIT = nn.initializers.zeros
+
+
+class SeedCNN(nn.Module):
+  """Convs (ReLU) -> flatten -> dense (ReLU) -> logits.
+
+  Each layer's output (after its ReLU) is sown into flax's `intermediates`
+  collection as `<layer>_out` (flax forbids reusing the layer's own name), for
+  shape tables and instruments; it costs nothing unless the caller asks for
+  that collection, and `init` leaves it out.
+  """
+  model_config: Any  # The config's `model` block.
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    cfg = self.model_config
+    normed = cfg.norm != 'none'
+    norm_at_input = normed and cfg.placement == 'input'
+    norm_pre_act = normed and cfg.placement == 'pre_act'
+
+    def norm(x, layer):
+      layer_norm = norms.make_norm(cfg, train=train, name=f'{layer}_norm')
+      return x if layer_norm is None else layer_norm(x)
+
+    def layer(x, name, make_layer, last=False):
+      if norm_at_input:
+        x = norm(x, name)
+      # A norm right after the layer subtracts the mean: a bias is dead weight.
+      x = make_layer(use_bias=not norm_pre_act or last)(x)
+      if not last:
+        if norm_pre_act:
+          x = norm(x, name)
+        x = nn.relu(x)
+      self.sow('intermediates', f'{name}_out', x)
+      return x
+
+    for i, (features, stride) in enumerate(zip(cfg.filters, cfg.strides)):
+      name = f'conv{i + 1}'
+      x = layer(x, name, lambda use_bias, name=name, f=features, s=stride: nn.Conv(
+          f, (cfg.kernel_size, cfg.kernel_size), strides=(s, s),
+          padding=cfg.padding, use_bias=use_bias, kernel_init=_KERNEL_INIT,
+          bias_init=_BIAS_INIT, name=name))
+    x = x.reshape((x.shape[0], -1))
+    self.sow('intermediates', 'flatten_out', x)
+    for i, features in enumerate(cfg.dense):
+      name = f'dense{i + 1}'
+      x = layer(x, name, lambda use_bias, name=name, f=features: nn.Dense(
+          f, use_bias=use_bias, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT,
+          name=name))
+    return layer(x, 'logits', lambda use_bias: nn.Dense(
+        self.num_classes, use_bias=use_bias, kernel_init=_KERNEL_INIT,
+        bias_init=_BIAS_INIT, name='logits'), last=True)
+
+
+def create_model(model_config, num_classes: int) -> nn.Module:
+  norms.validate(model_config)
+  if len(model_config.filters) != len(model_config.strides):
+    from bn_study import errors  # pylint: disable=g-import-not-at-top
+    raise errors.UserError(
+        f'model.filters={tuple(model_config.filters)} and model.strides='
+        f'{tuple(model_config.strides)} must have the same length (one stride '
+        'per conv layer).')
+  return SeedCNN(model_config=model_config, num_classes=num_classes)
+
+
+def layer_shapes(model: nn.Module, input_shape: Sequence[int]
+                 ) -> Dict[str, Tuple[int, ...]]:
+  """Output shape of every layer, in order, computed without any FLOPs."""
+  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
+      variables, x)
+  cfg = model.model_config
+  order = ([f'conv{i + 1}' for i in range(len(cfg.filters))] + ['flatten']
+           + [f'dense{i + 1}' for i in range(len(cfg.dense))] + ['logits'])
+  return {name: tuple(state['intermediates'][f'{name}_out'][0].shape)
+          for name in order}
+
+
+def summary(model: nn.Module, input_shape: Sequence[int]) -> str:
+  """Flax's table of every module: inputs, outputs and parameter counts."""
+  x = jnp.zeros(tuple(input_shape), jnp.float32)
+  return model.tabulate(
+      jax.random.key(0), x, train=False,
+      console_kwargs={'width': 140, 'force_terminal': False,
+                      'color_system': None})

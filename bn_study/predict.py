@@ -1,0 +1,51 @@
+"""The seed's PREDICT mode: classify image files with a run's latest checkpoint."""
+
+import json
+import os
+from typing import List, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from bn_study import checkpoints
+from bn_study import errors
+from bn_study import input_pipeline
+from bn_study import mesh as mesh_lib
+from bn_study import models
+from bn_study import train
+
+
+def predict(config, workdir: str, paths: Sequence[str]
+            ) -> List[Tuple[str, str, float]]:
+  """(path, class name, softmax score of that class) for every image file."""
+  info_path = os.path.join(workdir, 'dataset.json')
+  ckpts = checkpoints.Checkpoints(workdir, read_only=True)
+  if not os.path.exists(info_path) or ckpts.latest_step() is None:
+    raise errors.UserError(
+        f'--workdir={workdir!r} holds no trained run (no dataset.json or no '
+        'checkpoint); train there first without --predict.')
+  with open(info_path) as f:
+    info = json.load(f)
+  images = np.stack([input_pipeline.load_image(p, info['image_shape'])
+                     for p in paths])
+
+  mesh = mesh_lib.make_mesh()
+  model = models.create_model(config.model, info['num_classes'])
+  tx, _ = train.make_optimizer(config, info['steps_per_epoch'])
+  state = ckpts.restore(train.create_train_state(
+      config, model, info['image_shape'], tx, mesh))
+  ckpts.close()
+  variables = {'params': state.params}
+  if state.batch_stats:
+    variables['batch_stats'] = state.batch_stats
+  logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
+      variables, images)
+  probs = np.asarray(jax.nn.softmax(logits))
+  best = probs.argmax(-1)
+  return [(path, info['class_names'][k], float(probs[i, k]))
+          for i, (path, k) in enumerate(zip(paths, best))]
+
+
+def print_predictions(config, workdir: str, paths: Sequence[str]):
+  for path, name, score in predict(config, workdir, paths):
+    print(f'{path}\t{name}\t{score:.4f}')

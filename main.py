@@ -1,0 +1,44 @@
+"""Train and evaluate a bn_study config, or predict with its checkpoint.
+
+  python main.py --config=configs/wbn.py --workdir=runs/wbn
+  python main.py --config=configs/wbn.py --workdir=runs/wbn --config.num_epochs=3
+  python main.py --config=configs/wbn.py --workdir=runs/wbn --predict=a.png,b.jpg
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from bn_study import errors
+from bn_study import predict
+from bn_study import train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Where checkpoints, events and config.json go.')
+flags.DEFINE_list('predict', None,
+                  'Image files (PNG/JPEG) to classify with the latest checkpoint '
+                  'in --workdir, instead of training.')
+config_flags.DEFINE_config_file('config', None, 'A config file in configs/.',
+                                 lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    if FLAGS.predict:
+      predict.print_predictions(FLAGS.config, FLAGS.workdir, FLAGS.predict)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except errors.UserError as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
