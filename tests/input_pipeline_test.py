@@ -1,0 +1,148 @@
+"""Data: seeded order, resumability, host slices, exact eval, clear errors."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from bn_study import errors
+from bn_study import input_pipeline
+from tests import helpers
+
+
+def _labels(batches):
+  return [b['label'].tolist() for b in batches]
+
+
+def _pipeline(num_examples=40, **overrides):
+  with tfds.testing.mock_data(num_examples=num_examples):
+    return input_pipeline.Pipeline(helpers.tiny_config(**overrides))
+
+
+def test_batches_are_a_function_of_seed_and_epoch():
+  with helpers.mock_learnable(64, 20):
+    config = helpers.tiny_config()
+    a = input_pipeline.Pipeline(config)
+    b = input_pipeline.Pipeline(config)
+    other_seed = input_pipeline.Pipeline(helpers.tiny_config(seed=1))
+  assert a.steps_per_epoch == 8
+  epoch0 = list(a.train(0))
+  assert len(epoch0) == 8
+  assert _labels(epoch0) == _labels(b.train(0))
+  for x, y in zip(epoch0, b.train(0)):
+    np.testing.assert_array_equal(x['image'], y['image'])
+  assert _labels(a.train(1)) != _labels(epoch0)  # Reshuffled every epoch...
+  assert _labels(a.train(1)) == _labels(b.train(1))  # ...reproducibly.
+  assert _labels(other_seed.train(0)) != _labels(epoch0)
+  # Every example once per epoch (64 = 8 full batches of 8).
+  assert sorted(sum(_labels(epoch0), [])) == sorted(
+      sum(_labels(a.train(1)), []))
+
+
+def test_resuming_mid_epoch_yields_the_remaining_batches():
+  with helpers.mock_learnable(64, 20):
+    p = input_pipeline.Pipeline(helpers.tiny_config())
+  full = list(p.train(3))
+  tail = list(p.train(3, start_step=5))
+  assert len(tail) == 3
+  for x, y in zip(full[5:], tail):
+    np.testing.assert_array_equal(x['image'], y['image'])
+
+
+def test_batch_format():
+  with helpers.mock_learnable(64, 20):
+    p = input_pipeline.Pipeline(helpers.tiny_config())
+  batch = next(p.train(0))
+  assert batch['image'].shape == (8, 32, 32, 3)
+  assert batch['image'].dtype == np.float32
+  assert 0.0 <= batch['image'].min() and batch['image'].max() <= 1.0
+  assert batch['label'].dtype == np.int32
+  assert p.info.num_classes == 10 and len(p.info.class_names) == 10
+
+
+def test_hosts_read_disjoint_slices_of_the_same_global_batch():
+  with helpers.mock_learnable(64, 20):
+    config = helpers.tiny_config()
+    whole = input_pipeline.Pipeline(config)
+    hosts = [input_pipeline.Pipeline(config, process_index=i, process_count=2)
+             for i in range(2)]
+  for g, h0, h1 in zip(whole.train(2), hosts[0].train(2), hosts[1].train(2)):
+    np.testing.assert_array_equal(
+        g['image'], np.concatenate([h0['image'], h1['image']]))
+  for g, h0, h1 in zip(whole.eval(), hosts[0].eval(), hosts[1].eval()):
+    np.testing.assert_array_equal(g['mask'],
+                                  np.concatenate([h0['mask'], h1['mask']]))
+
+
+def test_eval_covers_every_example_once_with_a_padded_last_batch():
+  with helpers.mock_learnable(64, 21):
+    p = input_pipeline.Pipeline(helpers.tiny_config())
+  batches = list(p.eval())
+  assert p.info.num_eval == 21
+  assert len(batches) == 3  # 8 + 8 + 5 real examples.
+  assert all(b['image'].shape == (8, 32, 32, 3) for b in batches)
+  assert batches[-1]['mask'].tolist() == [1] * 5 + [0] * 3
+  assert sum(b['mask'].sum() for b in batches) == 21
+  _, labels = helpers.learnable_images(21, seed=2)
+  got = np.concatenate([b['label'][b['mask'] > 0] for b in batches])
+  np.testing.assert_array_equal(got, labels)
+
+
+def test_unprepared_dataset_says_what_to_do(tmp_path):
+  config = helpers.tiny_config(dataset='mnist', data_dir=str(tmp_path),
+                               download=False)
+  with pytest.raises(errors.UserError) as e:
+    input_pipeline.Pipeline(config)
+  message = str(e.value)
+  assert "'mnist'" in message and str(tmp_path) in message
+  assert 'download_and_prepare' in message and 'data_dir' in message
+
+
+def test_unknown_dataset_is_a_user_error():
+  with pytest.raises(errors.UserError, match="dataset='cifar11' is not a TFDS"):
+    input_pipeline.Pipeline(helpers.tiny_config(dataset='cifar11'))
+
+
+def test_batch_larger_than_the_split_is_a_user_error():
+  with pytest.raises(errors.UserError, match='batch_size=8 is larger'):
+    _pipeline(num_examples=5)
+
+
+def test_load_image_resizes_and_scales(tmp_path):
+  from PIL import Image
+  path = tmp_path / 'big.png'
+  Image.fromarray(np.full((64, 48, 3), 255, np.uint8)).save(path)
+  image = input_pipeline.load_image(str(path), (32, 32, 3))
+  assert image.shape == (32, 32, 3) and image.dtype == np.float32
+  np.testing.assert_allclose(image, 1.0, atol=1e-5)
+  (tmp_path / 'notes.txt').write_text('not an image')
+  with pytest.raises(errors.UserError, match='not a readable PNG/JPEG'):
+    input_pipeline.load_image(str(tmp_path / 'notes.txt'), (32, 32, 3))
+
+
+REAL_DATA_REASON = (
+    'CIFAR-10 is not prepared in the TFDS data_dir ($TFDS_DATA_DIR or '
+    '~/tensorflow_datasets); prepare it with TFDS (see README) to run this.')
+
+
+def _cifar10_prepared():
+  return tfds.builder('cifar10', data_dir=os.environ.get('TFDS_DATA_DIR')
+                      ).is_prepared()
+
+
+@pytest.mark.skipif(not _cifar10_prepared(), reason=REAL_DATA_REASON)
+def test_real_cifar10():
+  config = helpers.tiny_config(batch_size=2500, eval_batch_size=3000)
+  p = input_pipeline.Pipeline(config)
+  assert (p.info.num_train, p.info.num_eval) == (50000, 10000)
+  assert p.steps_per_epoch == 20  # The seed's 20 steps per pass.
+  assert p.info.class_names[:2] == ('airplane', 'automobile')
+  batches = list(p.eval())
+  assert len(batches) == 4
+  assert sum(b['mask'].sum() for b in batches) == 10000
+  labels = np.concatenate([b['label'][b['mask'] > 0] for b in batches])
+  assert np.bincount(labels).tolist() == [1000] * 10
+  first = next(p.train(0))
+  assert first['image'].shape == (2500, 32, 32, 3)
+  assert 0.3 < first['image'].mean() < 0.6

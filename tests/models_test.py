@@ -1,0 +1,81 @@
+"""The seed CNN: collections, shapes, placement, bad names."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from bn_study import errors
+from bn_study import models
+from configs import wbn
+from configs import wobn
+
+
+def _init(config, shape=(2, 32, 32, 3)):
+  model = models.create_model(config.model, 10)
+  return model, jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
+
+def test_wobn_has_only_params_and_wbn_has_batch_stats():
+  _, v = _init(wobn.get_config())
+  assert set(v) == {'params'}
+  _, v = _init(wbn.get_config())
+  assert set(v) == {'params', 'batch_stats'}
+  # The seed: a BN at the input of all six layers, raw image and logits too.
+  assert sorted(v['batch_stats']) == sorted(
+      f'{l}_norm' for l in ('conv1', 'conv2', 'conv3', 'dense1', 'dense2',
+                            'logits'))
+  assert v['batch_stats']['conv1_norm']['mean'].shape == (3,)
+  assert v['batch_stats']['dense1_norm']['mean'].shape == (7260,)
+
+
+@pytest.mark.parametrize('config_module', [wobn, wbn])
+def test_seed_layer_shapes(config_module):
+  model = models.create_model(config_module.get_config().model, 10)
+  shapes = models.layer_shapes(model, (7, 32, 32, 3))
+  assert list(shapes.values()) == [
+      (7, 15, 15, 30), (7, 13, 13, 50), (7, 11, 11, 60), (7, 7260),
+      (7, 3500), (7, 700), (7, 10)]
+  assert list(shapes) == ['conv1', 'conv2', 'conv3', 'flatten', 'dense1',
+                          'dense2', 'logits']
+
+
+def test_summary_table_lists_every_layer():
+  model = models.create_model(wbn.get_config().model, 10)
+  table = models.summary(model, (10, 32, 32, 3))
+  for text in ('conv1_norm', 'dense1', 'float32[10,7260]', 'float32[10,10]'):
+    assert text in table
+
+
+def test_initializers_are_tf1_defaults():
+  config = wobn.get_config()
+  model = models.create_model(config.model, 10)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  assert float(jnp.abs(v['params']['dense1']['bias']).max()) == 0.0
+  kernel = v['params']['dense1']['kernel']
+  limit = (6 / (7260 + 3500)) ** 0.5  # Glorot-uniform bound.
+  assert float(jnp.abs(kernel).max()) <= limit * (1 + 1e-6)
+  assert float(jnp.abs(kernel).max()) > 0.95 * limit
+
+
+def test_pre_act_drops_the_bias_before_each_norm():
+  config = wbn.get_config()
+  config.model.placement = 'pre_act'
+  _, v = _init(config)
+  for layer in ('conv1', 'conv2', 'conv3', 'dense1', 'dense2'):
+    assert 'bias' not in v['params'][layer]
+    assert f'{layer}_norm' in v['batch_stats']
+  assert 'bias' in v['params']['logits']
+  assert 'logits_norm' not in v['batch_stats']
+  # Input placement keeps biases (the seed's tf.layers did).
+  _, v = _init(wbn.get_config())
+  assert 'bias' in v['params']['conv1']
+
+
+@pytest.mark.parametrize('field,value', [('norm', 'batchnorm'),
+                                         ('placement', 'after')])
+def test_unknown_names_are_user_errors(field, value):
+  config = wbn.get_config()
+  config.model[field] = value
+  with pytest.raises(errors.UserError, match=f'model.{field}=.*allowed'):
+    models.create_model(config.model, 10)

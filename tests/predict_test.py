@@ -1,0 +1,81 @@
+"""--predict: class name and softmax score per image file, via main.py."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from bn_study import errors
+from bn_study import predict
+from bn_study import train
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('predict')
+  with helpers.mock_learnable(64, 16):
+    train.train_and_evaluate(
+        helpers.tiny_config(num_epochs=4, **{'model.bn_momentum': 0.5}),
+        str(workdir))
+  return workdir
+
+
+def _write_examples(tmp_path):
+  images, labels = helpers.learnable_images(3, seed=5)
+  paths = []
+  for i, image in enumerate(images):
+    path = tmp_path / f'ex{i}.{"png" if i % 2 else "jpg"}'
+    Image.fromarray(image).save(path, quality=95)
+    paths.append(str(path))
+  # A larger image is resized to the input size.
+  big = tmp_path / 'big.png'
+  Image.fromarray(np.kron(images[0], np.ones((2, 2, 1), np.uint8))).save(big)
+  return paths + [str(big)], list(labels) + [labels[0]]
+
+
+def _config():
+  return helpers.tiny_config(num_epochs=4, **{'model.bn_momentum': 0.5})
+
+
+def test_predict_returns_a_class_and_its_softmax_score(workdir, tmp_path):
+  paths, _ = _write_examples(tmp_path)
+  results = predict.predict(_config(), str(workdir), paths)
+  assert [r[0] for r in results] == paths
+  for _, name, score in results:
+    assert name in [str(i) for i in range(10)]  # Mock cifar10's label names.
+    assert 0.1 <= score <= 1.0  # The top class of 10 has at least 1/10.
+
+
+def test_main_predict_prints_one_line_per_image(workdir, tmp_path):
+  paths, _ = _write_examples(tmp_path)
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py',
+       f'--workdir={workdir}', '--predict=' + ','.join(paths)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().splitlines()
+  assert len(lines) == len(paths)
+  for line, path in zip(lines, paths):
+    got_path, name, score = line.split('\t')
+    assert got_path == path and name and 0 < float(score) <= 1
+
+
+def test_predict_without_a_run_says_so(tmp_path):
+  with pytest.raises(errors.UserError, match='holds no trained run'):
+    predict.predict(_config(), str(tmp_path), ['x.png'])
+
+
+def test_main_reports_bad_input_without_a_traceback(tmp_path):
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py',
+       f'--workdir={tmp_path}', '--config.model.norm=batchnorm'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert "model.norm='batchnorm' is not supported; allowed: none, batch" in out.stderr
+  assert 'Traceback' not in out.stderr

@@ -1,0 +1,148 @@
+"""train_and_evaluate end to end on mock data, and BN state handling."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from bn_study import checkpoints
+from bn_study import input_pipeline
+from bn_study import mesh as mesh_lib
+from bn_study import models
+from bn_study import train
+from tests import helpers
+
+# 64 training images = 8 steps of 8 per epoch; 21 eval images = 3 batches,
+# the last padded.
+NUM_TRAIN, NUM_EVAL = 64, 21
+
+
+def _train(workdir, **overrides):
+  with helpers.mock_learnable(NUM_TRAIN, NUM_EVAL):
+    return train.train_and_evaluate(helpers.tiny_config(**overrides),
+                                    str(workdir))
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A finished 2-epoch tiny run: (workdir, final state)."""
+  workdir = tmp_path_factory.mktemp('run')
+  return workdir, _train(workdir)
+
+
+def test_run_writes_config_events_and_checkpoints(run):
+  workdir, state = run
+  assert int(state.step) == 16
+  config = json.loads((workdir / 'config.json').read_text())
+  assert config['model']['norm'] == 'batch' and config['batch_size'] == 8
+  scalars = helpers.read_scalars(str(workdir))
+  assert [s for s, _ in scalars['train/loss']] == list(range(1, 17))
+  assert [s for s, _ in scalars['eval/accuracy']] == [8, 16]
+  assert [s for s, _ in scalars['eval/loss']] == [8, 16]
+  for tag in ('train/accuracy', 'train/learning_rate', 'train/param_norm',
+              'train/grad_norm', 'train/update_norm'):
+    assert len(scalars[tag]) == 16, tag
+  assert scalars['train/learning_rate'][0][1] == pytest.approx(1e-3)
+  assert all(np.isfinite(v) for _, v in scalars['train/loss'])
+  assert checkpoints.Checkpoints(str(workdir)).latest_step() == 16
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['16', '8']
+
+
+def test_relaunching_a_finished_run_changes_nothing(run):
+  workdir, state = run
+  before = {p: os.path.getmtime(workdir / p) for p in os.listdir(workdir)}
+  again = _train(workdir)
+  assert {p: os.path.getmtime(workdir / p) for p in os.listdir(workdir)} == before
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(again.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, run):
+  _, straight = run
+  _train(tmp_path, num_epochs=1)
+  assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
+  resumed = _train(tmp_path, num_epochs=2)
+  assert int(resumed.step) == 16
+  for a, b in zip(jax.tree.leaves((straight.params, straight.batch_stats,
+                                   straight.opt_state)),
+                  jax.tree.leaves((resumed.params, resumed.batch_stats,
+                                   resumed.opt_state))):
+    np.testing.assert_array_equal(a, b)
+  # No epoch was redone: one eval per epoch, each at its own step.
+  steps = [s for s, _ in helpers.read_scalars(str(tmp_path))['eval/accuracy']]
+  assert steps == [8, 16]
+
+
+def _setup(**overrides):
+  config = helpers.tiny_config(**overrides)
+  with helpers.mock_learnable(NUM_TRAIN * 4, NUM_EVAL * 10):
+    pipeline = input_pipeline.Pipeline(config)
+  mesh = mesh_lib.make_mesh()
+  model = models.create_model(config.model, pipeline.info.num_classes)
+  tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
+  state = train.create_train_state(config, model, pipeline.info.image_shape,
+                                   tx, mesh)
+  p_train, p_eval = train.jit_steps(mesh, schedule)
+  return config, pipeline, mesh, model, state, p_train, p_eval
+
+
+def _fit(state, pipeline, mesh, p_train, epochs):
+  metrics = train.TrainMetrics.empty()
+  for epoch in range(epochs):
+    for batch in pipeline.train(epoch):
+      state, metrics = p_train(state, mesh_lib.global_batch(batch, mesh),
+                               metrics)
+  return state
+
+
+def test_training_updates_batch_stats_and_eval_leaves_them():
+  _, pipeline, mesh, _, state, p_train, p_eval = _setup()
+  initial = jax.device_get(state.batch_stats)
+  state = _fit(state, pipeline, mesh, p_train, 1)
+  trained = jax.device_get(state.batch_stats)
+  for layer, stats in initial.items():
+    assert not np.allclose(stats['mean'], trained[layer]['mean']), layer
+    assert not np.allclose(stats['var'], trained[layer]['var']), layer
+  result = train.evaluate(p_eval, state, pipeline, mesh)
+  assert result['count'] == NUM_EVAL * 10
+  jax.tree.map(np.testing.assert_array_equal, trained,
+               jax.device_get(state.batch_stats))
+
+
+def test_wobn_trains_without_batch_stats():
+  config, pipeline, mesh, _, state, p_train, p_eval = _setup(
+      **{'model.norm': 'none'})
+  assert state.batch_stats == {}
+  state = _fit(state, pipeline, mesh, p_train, 1)
+  assert state.batch_stats == {}
+  assert 0 <= train.evaluate(p_eval, state, pipeline, mesh)['accuracy'] <= 1
+
+
+def test_eval_with_running_averages_matches_train_mode():
+  """The seed's failure: its eval ignored the BN updates and sat at chance."""
+  _, pipeline, mesh, model, state, p_train, p_eval = _setup(
+      **{'model.bn_momentum': 0.9, 'batch_size': 32, 'eval_batch_size': 32,
+         'learning_rate': 3e-3})
+  initial_stats = jax.device_get(state.batch_stats)  # The step donates state.
+  state = _fit(state, pipeline, mesh, p_train, 10)
+
+  @jax.jit
+  def train_mode_correct(state, batch):
+    logits, _ = model.apply(
+        {'params': state.params, 'batch_stats': state.batch_stats},
+        batch['image'], train=True, mutable=['batch_stats'])
+    return ((logits.argmax(-1) == batch['label']) * batch['mask']).sum()
+
+  batches = list(pipeline.eval())
+  train_mode = sum(float(train_mode_correct(state, b)) for b in batches[:-1])
+  train_mode /= sum(b['mask'].sum() for b in batches[:-1])
+  ema = train.evaluate(p_eval, state, pipeline, mesh)['accuracy']
+  stale = train.evaluate(p_eval, state.replace(batch_stats=initial_stats),
+                         pipeline, mesh)['accuracy']
+  assert train_mode > 0.9, train_mode
+  assert ema > train_mode - 0.05, (ema, train_mode)
+  # Eval with statistics that were never updated is what the seed did; it
+  # must be far worse, or this test could not catch the seed's bug.
+  assert stale < ema - 0.3, (stale, ema)
