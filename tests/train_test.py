@@ -6,6 +6,7 @@ import os
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from bn_study import checkpoints
 from bn_study import input_pipeline
@@ -146,3 +147,22 @@ def test_eval_with_running_averages_matches_train_mode():
   # Eval with statistics that were never updated is what the seed did; it
   # must be far worse, or this test could not catch the seed's bug.
   assert stale < ema - 0.3, (stale, ema)
+
+
+@pytest.mark.parametrize('dataset,image_shape,num_classes', [
+    ('mnist', (28, 28, 1), 10), ('fashion_mnist', (28, 28, 1), 10),
+    ('cifar100', (32, 32, 3), 100)])
+def test_other_tfds_image_datasets(dataset, image_shape, num_classes):
+  config = helpers.tiny_config(dataset=dataset)
+  with tfds.testing.mock_data(num_examples=20):
+    pipeline = input_pipeline.Pipeline(config)
+  assert pipeline.info.image_shape == image_shape
+  assert pipeline.info.num_classes == num_classes
+  mesh = mesh_lib.make_mesh()
+  model = models.create_model(config.model, num_classes)
+  tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
+  state = train.create_train_state(config, model, image_shape, tx, mesh)
+  p_train, p_eval = train.jit_steps(mesh, schedule)
+  state = _fit(state, pipeline, mesh, p_train, 1)
+  assert int(state.step) == 2
+  assert train.evaluate(p_eval, state, pipeline, mesh)['count'] == 20
