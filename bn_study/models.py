@@ -23,17 +23,25 @@ class SeedCNN(nn.Module):
   """
   model_config: Any  # The config's `model` block.
   num_classes: int
+  total_steps: int = 0  # The run's length, for schedules inside norms.
 
   @nn.compact
-  def __call__(self, x, *, train: bool):
+  def __call__(self, x, *, train: bool, mask=None):
+    """Logits for images x (N, H, W, C).
+
+    mask (N,), optional, marks the real examples of a padded batch, so that
+    padding never enters batch statistics.
+    """
     cfg = self.model_config
     normed = cfg.norm != 'none'
     norm_at_input = normed and cfg.placement == 'input'
     norm_pre_act = normed and cfg.placement == 'pre_act'
+    norm_post_act = normed and cfg.placement == 'post_act'
 
     def norm(x, layer):
-      layer_norm = norms.make_norm(cfg, train=train, name=f'{layer}_norm')
-      return x if layer_norm is None else layer_norm(x)
+      layer_norm = norms.make_norm(cfg, train=train, name=f'{layer}_norm',
+                                   total_steps=self.total_steps)
+      return x if layer_norm is None else layer_norm(x, mask)
 
     def layer(x, name, make_layer, last=False):
       if norm_at_input:
@@ -44,6 +52,8 @@ class SeedCNN(nn.Module):
         if norm_pre_act:
           x = norm(x, name)
         x = nn.relu(x)
+        if norm_post_act:
+          x = norm(x, name)
       self.sow('intermediates', f'{name}_out', x)
       return x
 
@@ -65,7 +75,8 @@ class SeedCNN(nn.Module):
         bias_init=_BIAS_INIT, name='logits'), last=True)
 
 
-def create_model(model_config, num_classes: int) -> nn.Module:
+def create_model(model_config, num_classes: int, total_steps: int = 0
+                 ) -> nn.Module:
   norms.validate(model_config)
   if len(model_config.filters) != len(model_config.strides):
     from bn_study import errors  # pylint: disable=g-import-not-at-top
@@ -73,7 +84,8 @@ def create_model(model_config, num_classes: int) -> nn.Module:
         f'model.filters={tuple(model_config.filters)} and model.strides='
         f'{tuple(model_config.strides)} must have the same length (one stride '
         'per conv layer).')
-  return SeedCNN(model_config=model_config, num_classes=num_classes)
+  return SeedCNN(model_config=model_config, num_classes=num_classes,
+                 total_steps=total_steps)
 
 
 def layer_shapes(model: nn.Module, input_shape: Sequence[int]

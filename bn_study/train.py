@@ -5,16 +5,19 @@ tests and notebooks call it. Relaunching with the same workdir resumes from
 the latest checkpoint; a finished run is left as it is.
 """
 
+import dataclasses
 import functools
+import itertools
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers
 from clu import metrics
 from clu import periodic_actions
 import flax
+from flax import traverse_util
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -25,9 +28,13 @@ from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
+from bn_study import norms
+from bn_study import precise_bn
 
 OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('constant', 'cosine')
+# eval_stats mode -> the prefix of its scalars.
+EVAL_STATS = {'ema': 'eval', 'precise': 'eval_precise', 'batch': 'eval_batch'}
 
 
 class TrainState(train_state.TrainState):
@@ -68,14 +75,24 @@ def make_optimizer(config, steps_per_epoch: int):
     schedule = optax.linear_schedule(0.0, config.learning_rate, warmup)
   else:
     schedule = optax.constant_schedule(config.learning_rate)
+  mask = functools.partial(_decay_mask, include_norms=config.weight_decay_norms)
   if config.optimizer == 'adam':
     tx = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                     weight_decay=config.weight_decay)
+                     weight_decay=config.weight_decay, mask=mask)
   else:
     tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
+        optax.add_decayed_weights(config.weight_decay, mask=mask),
         optax.sgd(schedule, momentum=config.momentum or None))
   return tx, schedule
+
+
+def _decay_mask(params, include_norms: bool):
+  """True for the params weight decay applies to; norms are the modules
+  named `*_norm` (models.py)."""
+  flat = traverse_util.flatten_dict(params)
+  return traverse_util.unflatten_dict({
+      path: include_norms or not any(p.endswith('_norm') for p in path)
+      for path in flat})
 
 
 def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
@@ -129,28 +146,46 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
   return new_state, train_metrics.merge(step_metrics)
 
 
-def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics
-              ) -> EvalMetrics:
-  """Normalizes by the running averages; nothing is mutable, so BN state can't
-  change (flax raises if a layer tries)."""
-  logits = state.apply_fn(_variables(state, state.params), batch['image'],
-                          train=False)
+def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics,
+              batch_statistics: bool = False) -> EvalMetrics:
+  """Normalizes by the running averages, or with `batch_statistics` by each
+  batch's own (padding masked out). Nothing is kept: the running averages
+  cannot change (flax raises if a layer tries to mutate them)."""
+  variables = _variables(state, state.params)
+  if batch_statistics:
+    logits, _ = state.apply_fn(variables, batch['image'], train=True,
+                               mask=batch['mask'], mutable=['batch_stats'])
+  else:
+    logits = state.apply_fn(variables, batch['image'], train=False)
   return eval_metrics.merge(EvalMetrics.single_from_model_output(
       loss=cross_entropy(logits, batch['label']), logits=logits,
       labels=batch['label'], mask=batch['mask']))
 
 
-def jit_steps(mesh, schedule):
-  """train_step and eval_step compiled over the mesh, state and metrics
-  donated so XLA updates them in place."""
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  train: Callable  # (state, batch, TrainMetrics) -> (state, TrainMetrics)
+  eval: Callable  # (state, batch, EvalMetrics) -> EvalMetrics
+  eval_batch: Callable  # Same, each batch normalized by its own statistics.
+
+
+def jit_steps(mesh, schedule) -> Steps:
+  """The steps compiled over the mesh, state and metrics donated so XLA
+  updates them in place (eval never donates the state it reads)."""
   repl = mesh_lib.replicated(mesh)
   data = mesh_lib.batch_sharding(mesh)
-  p_train = jax.jit(functools.partial(train_step, schedule=schedule),
+
+  def jit_eval(batch_statistics):
+    return jax.jit(
+        functools.partial(eval_step, batch_statistics=batch_statistics),
+        in_shardings=(repl, data, repl), out_shardings=repl,
+        donate_argnums=(2,))
+
+  return Steps(
+      train=jax.jit(functools.partial(train_step, schedule=schedule),
                     in_shardings=(repl, data, repl),
-                    out_shardings=(repl, repl), donate_argnums=(0, 2))
-  p_eval = jax.jit(eval_step, in_shardings=(repl, data, repl),
-                   out_shardings=repl, donate_argnums=(2,))
-  return p_train, p_eval
+                    out_shardings=(repl, repl), donate_argnums=(0, 2)),
+      eval=jit_eval(False), eval_batch=jit_eval(True))
 
 
 def evaluate(p_eval, state, pipeline, mesh) -> dict:
@@ -164,18 +199,74 @@ def evaluate(p_eval, state, pipeline, mesh) -> dict:
   return jax.device_get(result)
 
 
+def _evaluate_all(config, modes, model, steps, state, pipeline, mesh, epoch,
+                  step, writer):
+  """Evaluates in every eval_stats mode and writes `<prefix>/{loss,accuracy}`.
+
+  Returns the state, with PreciseBN's statistics in it only when
+  `precise_bn_replaces_ema` asks for that.
+  """
+  scalars, precise_stats = {}, None
+  for mode in modes:
+    if mode == 'batch':
+      result = evaluate(steps.eval_batch, state, pipeline, mesh)
+    elif mode == 'precise':
+      # The epoch's own batches, continuing into later epochs if K > 1 epoch.
+      batches = itertools.chain.from_iterable(
+          pipeline.train(e) for e in itertools.count(epoch))
+      precise_stats = precise_bn.recompute(model, state, batches, mesh,
+                                           config.precise_bn_batches)
+      result = evaluate(steps.eval, state.replace(batch_stats=precise_stats),
+                        pipeline, mesh)
+    else:
+      result = evaluate(steps.eval, state, pipeline, mesh)
+    prefix = EVAL_STATS[mode]
+    scalars.update({f'{prefix}/loss': result['loss'],
+                    f'{prefix}/accuracy': result['accuracy']})
+    logging.info('epoch %d step %d: %s accuracy %.4f loss %.4f (%d examples)',
+                 epoch + 1, step, prefix, result['accuracy'], result['loss'],
+                 result['count'])
+  writer.write_scalars(step, scalars)
+  if precise_stats is not None and config.precise_bn_replaces_ema:
+    state = state.replace(batch_stats=precise_stats)
+  return state
+
+
 def _write_json(workdir, name, obj):
   with open(os.path.join(workdir, name), 'w') as f:
     f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2))
 
 
+def eval_stats_modes(config):
+  """The eval_stats modes in the order given, validated."""
+  modes = [m.strip() for m in str(config.eval_stats).split(',') if m.strip()]
+  if not modes or len(set(modes)) != len(modes) or not set(modes) <= set(
+      EVAL_STATS):
+    raise errors.UserError(
+        f'eval_stats={config.eval_stats!r} must be a comma-separated, '
+        f'non-empty subset of: {", ".join(EVAL_STATS)}.')
+  return modes
+
+
 def validate(config):
   """Checks that need nothing but the config."""
   for field in ('batch_size', 'eval_batch_size', 'num_epochs',
-                'log_every_steps', 'checkpoint_every_epochs'):
+                'log_every_steps', 'checkpoint_every_epochs',
+                'precise_bn_batches'):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise errors.UserError(
           f'{field}={config[field]!r} must be a positive integer.')
+  norms.validate(config.model)
+  modes = eval_stats_modes(config)
+  if config.model.norm == 'ghost_batch':
+    vbs = config.model.virtual_batch_size
+    fields = ['batch_size'] + (['eval_batch_size'] if 'batch' in modes else [])
+    for field in fields:
+      if config[field] % vbs:
+        raise errors.UserError(
+            f'model.virtual_batch_size={vbs} does not divide '
+            f'{field}={config[field]}; use a divisor of it (ghost batches '
+            'split every batch they normalize).')
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
@@ -189,9 +280,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       config, process_index=jax.process_index(),
       process_count=jax.process_count())
   info = pipeline.info
-  model = models.create_model(config.model, info.num_classes)
   steps_per_epoch = pipeline.steps_per_epoch
   num_steps = config.num_epochs * steps_per_epoch
+  model = models.create_model(config.model, info.num_classes, num_steps)
   tx, schedule = make_optimizer(config, steps_per_epoch)
 
   state = create_train_state(config, model, info.image_shape, tx, mesh)
@@ -218,7 +309,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
-  p_train, p_eval = jit_steps(mesh, schedule)
+  steps = jit_steps(mesh, schedule)
+  modes = eval_stats_modes(config)
   repl = mesh_lib.replicated(mesh)
   train_metrics = jax.device_put(TrainMetrics.empty(), repl)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
@@ -230,7 +322,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   try:
     for epoch in range(start_epoch, config.num_epochs):
       for batch in pipeline.train(epoch, start_in_epoch):
-        state, train_metrics = p_train(
+        state, train_metrics = steps.train(
             state, mesh_lib.global_batch(batch, mesh), train_metrics)
         step += 1
         report(step)
@@ -240,12 +332,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
           train_metrics = jax.device_put(TrainMetrics.empty(), repl)
       start_in_epoch = 0
       with report.timed('eval'):
-        result = evaluate(p_eval, state, pipeline, mesh)
-      writer.write_scalars(step, {'eval/loss': result['loss'],
-                                  'eval/accuracy': result['accuracy']})
-      logging.info('epoch %d step %d: eval accuracy %.4f loss %.4f (%d '
-                   'examples)', epoch + 1, step, result['accuracy'],
-                   result['loss'], result['count'])
+        state = _evaluate_all(config, modes, model, steps, state, pipeline,
+                              mesh, epoch, step, writer)
       writer.flush()
       if ((epoch + 1) % config.checkpoint_every_epochs == 0
           or epoch + 1 == config.num_epochs):

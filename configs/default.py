@@ -50,18 +50,52 @@ def get_config():
   config.model.kernel_size = 3
   config.model.padding = 'VALID'
   config.model.dense = (3500, 700)
-  # none | batch.
+  # none | batch | ghost_batch | batch_renorm | group | layer.
   config.model.norm = 'none'
   # input: a norm at the input of every conv and dense layer, the raw image and
   #   the logits layer included (the seed; layers keep their biases).
   # pre_act: layer -> norm -> ReLU with the layer's bias dropped, since the
-  #   norm's mean subtraction cancels it (Ioffe & Szegedy 2015). The logits
-  #   layer gets no norm.
+  #   norm's mean subtraction cancels it (Ioffe & Szegedy 2015).
+  # post_act: layer -> ReLU -> norm (biases kept).
+  # pre_act and post_act put no norm on the logits layer.
   config.model.placement = 'input'
   # A decay: running = momentum * running + (1 - momentum) * batch, as in Flax
   # and Keras. PyTorch's momentum is 1 - ours (its 0.1 is our 0.9).
   # 0.99 and 1e-3 are tf.layers.batch_normalization's defaults, the seed's.
   config.model.bn_momentum = 0.99
-  config.model.bn_epsilon = 1e-3
+  config.model.bn_epsilon = 1e-3  # Epsilon of every normalizer.
+  config.model.use_scale = True  # Learned per-channel scale (gamma).
+  config.model.use_bias = True  # Learned per-channel shift (beta).
+  # ghost_batch: examples per ghost batch; must divide batch_size (and
+  # eval_batch_size when eval_stats has `batch`).
+  config.model.virtual_batch_size = 250
+  # batch_renorm (Ioffe 2017): r_max and d_max are 1 and 0 until
+  # renorm_warmup, then relax linearly to renorm_r_max at renorm_r_max_at and
+  # renorm_d_max at renorm_d_max_at, all as fractions of the run. The paper's
+  # schedule (5k, 40k, 25k steps) with its 40k mapped to the end of the run.
+  config.model.renorm_r_max = 3.0
+  config.model.renorm_d_max = 5.0
+  config.model.renorm_warmup = 5 / 40
+  config.model.renorm_r_max_at = 40 / 40
+  config.model.renorm_d_max_at = 25 / 40
+  config.model.renorm_momentum = 0.99
+  # group: Wu & He's default is 32, which divides none of the seed's widths
+  # (30, 50, 60, 3500, 700); 10 divides them all. A layer whose channels
+  # num_groups does not divide uses gcd(num_groups, channels) groups.
+  config.model.num_groups = 10
+
+  # Population statistics for eval, any of (comma-separated):
+  # ema: the running averages (logged as eval/*);
+  # precise: PreciseBN (Wu & Johnson 2021), statistics recomputed over
+  #   precise_bn_batches training batches with the weights frozen
+  #   (eval_precise/*);
+  # batch: each eval batch normalized by its own statistics (eval_batch/*).
+  config.eval_stats = 'ema'
+  config.precise_bn_batches = 10
+  # PreciseBN leaves the checkpointed running averages alone unless this is
+  # True; then they are replaced by the PreciseBN statistics after each epoch.
+  config.precise_bn_replaces_ema = False
+  # Whether weight decay applies to the norms' scale and bias.
+  config.weight_decay_norms = False
 
   return config

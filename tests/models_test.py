@@ -79,3 +79,19 @@ def test_unknown_names_are_user_errors(field, value):
   config.model[field] = value
   with pytest.raises(errors.UserError, match=f'model.{field}=.*allowed'):
     models.create_model(config.model, 10)
+
+
+def test_post_act_normalizes_after_the_relu_and_keeps_biases():
+  config = wbn.get_config()
+  config.model.placement = 'post_act'
+  model, v = _init(config)
+  for layer in ('conv1', 'conv2', 'conv3', 'dense1', 'dense2'):
+    assert 'bias' in v['params'][layer]
+    assert f'{layer}_norm' in v['batch_stats']
+  assert 'logits_norm' not in v['batch_stats']
+  # The norm sees the ReLU's output: its running mean moves to the mean of
+  # non-negative values.
+  x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  _, new = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  assert float(new['batch_stats']['conv1_norm']['mean'].min()) >= 0.0

@@ -3,6 +3,7 @@
 import json
 import os
 
+from clu import metric_writers
 import jax
 import numpy as np
 import pytest
@@ -85,8 +86,8 @@ def _setup(**overrides):
   tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
   state = train.create_train_state(config, model, pipeline.info.image_shape,
                                    tx, mesh)
-  p_train, p_eval = train.jit_steps(mesh, schedule)
-  return config, pipeline, mesh, model, state, p_train, p_eval
+  steps = train.jit_steps(mesh, schedule)
+  return config, pipeline, mesh, model, state, steps
 
 
 def _fit(state, pipeline, mesh, p_train, epochs):
@@ -99,7 +100,8 @@ def _fit(state, pipeline, mesh, p_train, epochs):
 
 
 def test_training_updates_batch_stats_and_eval_leaves_them():
-  _, pipeline, mesh, _, state, p_train, p_eval = _setup()
+  _, pipeline, mesh, _, state, steps = _setup()
+  p_train, p_eval = steps.train, steps.eval
   initial = jax.device_get(state.batch_stats)
   state = _fit(state, pipeline, mesh, p_train, 1)
   trained = jax.device_get(state.batch_stats)
@@ -113,8 +115,8 @@ def test_training_updates_batch_stats_and_eval_leaves_them():
 
 
 def test_wobn_trains_without_batch_stats():
-  config, pipeline, mesh, _, state, p_train, p_eval = _setup(
-      **{'model.norm': 'none'})
+  _, pipeline, mesh, _, state, steps = _setup(**{'model.norm': 'none'})
+  p_train, p_eval = steps.train, steps.eval
   assert state.batch_stats == {}
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert state.batch_stats == {}
@@ -123,9 +125,10 @@ def test_wobn_trains_without_batch_stats():
 
 def test_eval_with_running_averages_matches_train_mode():
   """The seed's failure: its eval ignored the BN updates and sat at chance."""
-  _, pipeline, mesh, model, state, p_train, p_eval = _setup(
+  _, pipeline, mesh, model, state, steps = _setup(
       **{'model.bn_momentum': 0.9, 'batch_size': 32, 'eval_batch_size': 32,
          'learning_rate': 3e-3})
+  p_train, p_eval = steps.train, steps.eval
   initial_stats = jax.device_get(state.batch_stats)  # The step donates state.
   state = _fit(state, pipeline, mesh, p_train, 10)
 
@@ -162,7 +165,50 @@ def test_other_tfds_image_datasets(dataset, image_shape, num_classes):
   model = models.create_model(config.model, num_classes)
   tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
   state = train.create_train_state(config, model, image_shape, tx, mesh)
-  p_train, p_eval = train.jit_steps(mesh, schedule)
+  steps = train.jit_steps(mesh, schedule)
+  p_train, p_eval = steps.train, steps.eval
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert int(state.step) == 2
   assert train.evaluate(p_eval, state, pipeline, mesh)['count'] == 20
+
+
+# Each normalizer once and each placement twice; main.py ran the full grid
+# (see README).
+@pytest.mark.parametrize('norm,placement', [
+    ('none', 'input'), ('batch', 'pre_act'), ('ghost_batch', 'post_act'),
+    ('batch_renorm', 'input'), ('group', 'pre_act'), ('layer', 'post_act')])
+def test_every_norm_trains_and_evaluates_in_every_eval_mode(tmp_path, norm,
+                                                            placement):
+  state = _train(tmp_path, num_epochs=1, eval_stats='ema,precise,batch',
+                 precise_bn_batches=2,
+                 **{'model.norm': norm, 'model.placement': placement,
+                    'model.virtual_batch_size': 4, 'model.num_groups': 2})
+  assert int(state.step) == 8
+  scalars = helpers.read_scalars(str(tmp_path))
+  for prefix in ('eval', 'eval_precise', 'eval_batch'):
+    for metric in ('loss', 'accuracy'):
+      (step, value), = scalars[f'{prefix}/{metric}']
+      assert step == 8 and np.isfinite(value), (prefix, metric)
+  assert bool(state.batch_stats) == (norm in ('batch', 'ghost_batch',
+                                              'batch_renorm'))
+
+
+def test_precise_bn_leaves_the_running_averages_unless_asked():
+  config, pipeline, mesh, model, state, steps = _setup(precise_bn_batches=3)
+  state = _fit(state, pipeline, mesh, steps.train, 1)
+  ema = jax.device_get(state.batch_stats)
+  writer = metric_writers.LoggingWriter()
+  kept = train._evaluate_all(config, ['ema', 'precise'], model, steps, state,
+                             pipeline, mesh, 0, 32, writer)
+  jax.tree.map(np.testing.assert_array_equal, ema,
+               jax.device_get(kept.batch_stats))
+  config.precise_bn_replaces_ema = True
+  replaced = train._evaluate_all(config, ['precise'], model, steps, state,
+                                 pipeline, mesh, 0, 32, writer)
+  precise = jax.device_get(replaced.batch_stats)
+  assert not np.allclose(ema['conv1_norm']['mean'],
+                         precise['conv1_norm']['mean'])
+  # PreciseBN's mean of the raw pixels is the mean over its 3 batches.
+  images = np.concatenate([b['image'] for b in list(pipeline.train(0))[:3]])
+  np.testing.assert_allclose(precise['conv1_norm']['mean'],
+                             images.mean((0, 1, 2)), rtol=1e-5)

@@ -1,0 +1,15 @@
+r"""Layer norm, pre-activation: statistics per example over (H, W, C).
+
+  python main.py --config=configs/layer.py --workdir=runs/layer
+
+Measured: MEASURED
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.norm = 'layer'
+  config.model.placement = 'pre_act'
+  return config
