@@ -37,6 +37,7 @@ def get_config():
   config.eps = 1e-8
   config.momentum = 0.9
   config.weight_decay = 0.0  # Decoupled (AdamW-style for adam); 0 in the seed.
+  config.weight_decay_norms = False  # Decay the norms' scale and bias too?
 
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
@@ -95,7 +96,4 @@ def get_config():
   # PreciseBN leaves the checkpointed running averages alone unless this is
   # True; then they are replaced by the PreciseBN statistics after each epoch.
   config.precise_bn_replaces_ema = False
-  # Whether weight decay applies to the norms' scale and bias.
-  config.weight_decay_norms = False
-
   return config
