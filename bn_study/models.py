@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bn_study import errors
 from bn_study import norms
 
 # tf.layers' defaults, which the seed used.
@@ -79,7 +80,6 @@ def create_model(model_config, num_classes: int, total_steps: int = 0
                  ) -> nn.Module:
   norms.validate(model_config)
   if len(model_config.filters) != len(model_config.strides):
-    from bn_study import errors  # pylint: disable=g-import-not-at-top
     raise errors.UserError(
         f'model.filters={tuple(model_config.filters)} and model.strides='
         f'{tuple(model_config.strides)} must have the same length (one stride '
