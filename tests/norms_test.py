@@ -292,3 +292,14 @@ def test_weight_decay_skips_norms_unless_asked():
 def test_bad_norm_configs_are_user_errors(overrides, message):
   with pytest.raises(errors.UserError, match=message):
     train.validate(helpers.tiny_config(**overrides))
+
+
+@pytest.mark.parametrize('norm', ['batch', 'ghost_batch', 'batch_renorm',
+                                  'group', 'layer'])
+def test_use_scale_and_use_bias_switch_the_affine_part(norm):
+  x = _x(SHAPES['conv'])
+  for use_scale, use_bias in [(True, False), (False, True), (False, False)]:
+    cfg = _cfg(norm, use_scale=use_scale, use_bias=use_bias)
+    params = Wrap(cfg, train=False).init(jax.random.key(0), x).get(
+        'params', {}).get('norm', {})
+    assert ('scale' in params, 'bias' in params) == (use_scale, use_bias)
