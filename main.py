@@ -13,6 +13,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from bn_study import errors
+from bn_study import mesh
 from bn_study import predict
 from bn_study import train
 
@@ -21,6 +22,11 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, events and config.json 
 flags.DEFINE_list('predict', None,
                   'Image files (PNG/JPEG) to classify with the latest checkpoint '
                   'in --workdir, instead of training.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0, for a multi-process job outside '
+                    'Cloud TPU and SLURM (which JAX detects by itself).')
+flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 config_flags.DEFINE_config_file('config', None, 'A config file in configs/.',
                                  lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -30,6 +36,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
+    mesh.initialize_distributed(FLAGS.coordinator_address,
+                                FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.predict:
       predict.print_predictions(FLAGS.config, FLAGS.workdir, FLAGS.predict)
     else:

@@ -5,6 +5,8 @@ averages and metrics are replicated. Under `jax.jit` a mean over the batch
 axis is then a global mean, so BN statistics cover the whole global batch.
 """
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -13,7 +15,10 @@ from bn_study import errors
 
 
 def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), ('data',))
+  """All devices, grouped by host, so that each host's devices hold one
+  contiguous block of the global batch: the block its input pipeline reads."""
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  return Mesh(np.asarray(devices), ('data',))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -37,3 +42,34 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x),
       local_batch)
+
+
+def _cluster_detected() -> bool:
+  """Whether this looks like one process of a multi-host Cloud TPU or SLURM
+  job, where jax.distributed.initialize() finds its peers by itself."""
+  env = os.environ
+  tpu_hosts = env.get('TPU_WORKER_HOSTNAMES', '')
+  return int(env.get('SLURM_NTASKS', '1')) > 1 or ',' in tpu_hosts
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None,
+                           process_id=None):
+  """Joins a multi-process JAX job (JAX's own multi-controller runtime).
+
+  Pass all three arguments, or none on a Cloud TPU slice or under SLURM,
+  where JAX detects them; a single process needs no call at all. On CPU the
+  processes exchange data through gloo.
+  """
+  given = [coordinator_address, num_processes, process_id]
+  if all(v is None for v in given):
+    if not _cluster_detected():
+      return
+  elif any(v is None for v in given):
+    raise errors.UserError(
+        '--coordinator_address, --num_processes and --process_id go together '
+        f'(got {coordinator_address!r}, {num_processes!r}, {process_id!r}); '
+        'give all three, or none on Cloud TPU and SLURM.')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id)

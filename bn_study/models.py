@@ -25,6 +25,7 @@ class SeedCNN(nn.Module):
   model_config: Any  # The config's `model` block.
   num_classes: int
   total_steps: int = 0  # The run's length, for schedules inside norms.
+  num_devices: int = 1  # The mesh's size, for stats_scope=per_device.
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -41,7 +42,8 @@ class SeedCNN(nn.Module):
 
     def norm(x, layer):
       layer_norm = norms.make_norm(cfg, train=train, name=f'{layer}_norm',
-                                   total_steps=self.total_steps)
+                                   total_steps=self.total_steps,
+                                   num_devices=self.num_devices)
       return x if layer_norm is None else layer_norm(x, mask)
 
     def layer(x, name, make_layer, last=False):
@@ -76,8 +78,8 @@ class SeedCNN(nn.Module):
         bias_init=_BIAS_INIT, name='logits'), last=True)
 
 
-def create_model(model_config, num_classes: int, total_steps: int = 0
-                 ) -> nn.Module:
+def create_model(model_config, num_classes: int, total_steps: int = 0,
+                 num_devices: int = 1) -> nn.Module:
   norms.validate(model_config)
   if len(model_config.filters) != len(model_config.strides):
     raise errors.UserError(
@@ -85,7 +87,7 @@ def create_model(model_config, num_classes: int, total_steps: int = 0
         f'{tuple(model_config.strides)} must have the same length (one stride '
         'per conv layer).')
   return SeedCNN(model_config=model_config, num_classes=num_classes,
-                 total_steps=total_steps)
+                 total_steps=total_steps, num_devices=num_devices)
 
 
 def layer_shapes(model: nn.Module, input_shape: Sequence[int]

@@ -21,6 +21,10 @@ PLACEMENTS = ('input', 'pre_act', 'post_act')
 # Normalizers whose training output depends on the other examples of the
 # batch: these keep running averages in `batch_stats`.
 BATCH_NORMS = ('batch', 'ghost_batch', 'batch_renorm')
+# global: statistics over the whole global batch (what jit over a mesh gives).
+# per_device: each device's shard by its own statistics, as pmap without
+#   axis_name did: exactly ghost batches of batch_size / num_devices.
+STATS_SCOPES = ('global', 'per_device')
 
 # norm(x, mask): mask (N,) marks the real examples of a padded batch; only
 # batch-statistics norms use it.
@@ -30,6 +34,14 @@ Norm = Callable[[jax.Array, Optional[jax.Array]], jax.Array]
 def validate(model_config):
   errors.check_choice('model.norm', model_config.norm, NORMS)
   errors.check_choice('model.placement', model_config.placement, PLACEMENTS)
+  errors.check_choice('model.stats_scope', model_config.stats_scope,
+                      STATS_SCOPES)
+  if (model_config.stats_scope == 'per_device'
+      and model_config.norm in ('ghost_batch', 'batch_renorm')):
+    raise errors.UserError(
+        f'model.stats_scope=per_device is for model.norm=batch, not '
+        f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
+        'that divides the per-device batch instead.')
   if model_config.norm == 'ghost_batch' and model_config.virtual_batch_size <= 0:
     raise errors.UserError(
         f'model.virtual_batch_size={model_config.virtual_batch_size} must be '
@@ -186,14 +198,15 @@ class BatchRenorm(nn.Module):
     return _scale_bias(self, y, x.dtype)
 
 
-def make_norm(model_config, *, train: bool, name: str,
-              total_steps: int = 0) -> Optional[Norm]:
+def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
+              num_devices: int = 1) -> Optional[Norm]:
   """The norm called `name`, or None for `norm=none`.
 
   Call it inside a compact method so the layer binds to its parent. In
   training the batch norms normalize by batch statistics and update their
   running averages in `batch_stats`; in eval they use the averages and change
-  nothing. `total_steps` (the run's length) scales the renorm schedule.
+  nothing. `total_steps` (the run's length) scales the renorm schedule;
+  `num_devices` (the mesh's size) sizes the groups of stats_scope=per_device.
   """
   validate(model_config)
   cfg = model_config
@@ -201,6 +214,13 @@ def make_norm(model_config, *, train: bool, name: str,
                 use_bias=cfg.use_bias, name=name)
   if cfg.norm == 'none':
     return None
+  if cfg.norm == 'batch' and cfg.stats_scope == 'per_device':
+    # The batch is split over the mesh in contiguous blocks, so the ghost
+    # groups are exactly the devices' shards.
+    def per_device(x, mask=None):
+      return GhostBatchNorm(x.shape[0] // num_devices, not train,
+                            momentum=cfg.bn_momentum, **common)(x, mask)
+    return per_device
   if cfg.norm == 'batch':
     layer = nn.BatchNorm(use_running_average=not train,
                          momentum=cfg.bn_momentum, **common)

@@ -27,7 +27,8 @@ def _stats_model(model):
   cfg = model.model_config.copy_and_resolve_references()
   cfg.bn_momentum = 0.0
   cfg.renorm_momentum = 0.0
-  return models.create_model(cfg, model.num_classes, model.total_steps)
+  return models.create_model(cfg, model.num_classes, model.total_steps,
+                             model.num_devices)
 
 
 def _moments(stats, epsilon):

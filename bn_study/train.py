@@ -282,7 +282,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   info = pipeline.info
   steps_per_epoch = pipeline.steps_per_epoch
   num_steps = config.num_epochs * steps_per_epoch
-  model = models.create_model(config.model, info.num_classes, num_steps)
+  model = models.create_model(config.model, info.num_classes, num_steps,
+                              mesh.size)
   tx, schedule = make_optimizer(config, steps_per_epoch)
 
   state = create_train_state(config, model, info.image_shape, tx, mesh)

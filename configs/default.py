@@ -84,6 +84,13 @@ def get_config():
   # (30, 50, 60, 3500, 700); 10 divides them all. A layer whose channels
   # num_groups does not divide uses gcd(num_groups, channels) groups.
   config.model.num_groups = 10
+  # global: BN statistics over the whole global batch, on any number of
+  #   devices (the default, and what jit over a mesh computes).
+  # per_device: each device's shard normalized by its own statistics, as pmap
+  #   without axis_name used to do; the same as ghost_batch with
+  #   virtual_batch_size = batch_size / devices. Running averages stay one
+  #   replicated copy either way.
+  config.model.stats_scope = 'global'
 
   # Population statistics for eval, any of (comma-separated):
   # ema: the running averages (logged as eval/*);

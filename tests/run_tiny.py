@@ -1,0 +1,63 @@
+"""Runs the tiny config on mock data in a fresh process and saves the results.
+
+The device count (XLA_FLAGS) and the distributed runtime must be set before
+JAX starts, so scale tests run this as a subprocess:
+
+  python -m tests.run_tiny --devices=8 --out=r.npz [--set model.norm=batch]
+  python -m tests.run_tiny --devices=4 --num_processes=2 --process_id=0 \
+      --coordinator_address=localhost:12345 --workdir=W --out=r.npz
+"""
+
+import argparse
+import os
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--devices', type=int, default=1)
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--set', action='append', default=[],
+                      help='FIELD=VALUE config override (Python literal).')
+  parser.add_argument('--num_processes', type=int, default=1)
+  parser.add_argument('--process_id', type=int, default=0)
+  parser.add_argument('--coordinator_address', default=None)
+  args = parser.parse_args()
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                             f' --xla_force_host_platform_device_count={args.devices}')
+
+  import ast  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from bn_study import mesh as mesh_lib
+  from bn_study import train
+  from tests import helpers
+
+  if args.num_processes > 1:
+    mesh_lib.initialize_distributed(args.coordinator_address,
+                                    args.num_processes, args.process_id)
+  overrides = {}
+  for item in args.set:
+    key, value = item.split('=', 1)
+    try:
+      overrides[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      overrides[key] = value
+  overrides.setdefault('batch_size', 16)
+  overrides.setdefault('eval_batch_size', 16)
+  with helpers.mock_learnable(64, 21):
+    state = train.train_and_evaluate(helpers.tiny_config(**overrides),
+                                     args.workdir)
+  leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
+  if jax.process_index() == 0:
+    scalars = helpers.read_scalars(args.workdir)
+    np.savez(args.out, devices=jax.device_count(),
+             processes=jax.process_count(),
+             train_loss=np.array([v for _, v in scalars['train/loss']]),
+             eval_loss=np.array([v for _, v in scalars['eval/loss']]),
+             eval_accuracy=np.array([v for _, v in scalars['eval/accuracy']]),
+             **{f'leaf{i}': np.asarray(x) for i, x in enumerate(leaves)})
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,108 @@
+"""The same numbers on 1 device, 8 devices and 2 processes (CPU-simulated).
+
+Each run is a fresh subprocess (tests/run_tiny.py): the device count and the
+distributed runtime are fixed when JAX starts.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _command(tmp, name, devices, overrides=(), **distributed):
+  cmd = [sys.executable, '-m', 'tests.run_tiny', f'--devices={devices}',
+         f'--workdir={tmp / name}', f'--out={tmp / name}.npz']
+  cmd += [f'--set={o}' for o in overrides]
+  cmd += [f'--{k}={v}' for k, v in distributed.items()]
+  return cmd
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  return env
+
+
+def _run(tmp, name, devices, overrides=()):
+  out = subprocess.run(_command(tmp, name, devices, overrides), cwd=ROOT,
+                       env=_env(), capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return dict(np.load(f'{tmp / name}.npz'))
+
+
+@pytest.fixture(scope='module')
+def tmp(tmp_path_factory):
+  return tmp_path_factory.mktemp('scale')
+
+
+@pytest.fixture(scope='module')
+def one_device(tmp):
+  return _run(tmp, 'one', 1)
+
+
+@pytest.fixture(scope='module')
+def eight_devices(tmp):
+  return _run(tmp, 'eight', 8)
+
+
+def _assert_same(a, b, tol=1e-4):
+  for key in ('train_loss', 'eval_loss', 'eval_accuracy'):
+    np.testing.assert_allclose(a[key], b[key], rtol=tol, atol=tol, err_msg=key)
+  leaves = sorted(k for k in a if k.startswith('leaf'))
+  assert leaves == sorted(k for k in b if k.startswith('leaf'))
+  for key in leaves:
+    np.testing.assert_allclose(a[key], b[key], rtol=tol, atol=tol, err_msg=key)
+
+
+def test_one_and_eight_devices_give_the_same_run(one_device, eight_devices):
+  assert (int(one_device['devices']), int(eight_devices['devices'])) == (1, 8)
+  assert len(one_device['train_loss']) == 8  # 2 epochs of 4 steps.
+  _assert_same(one_device, eight_devices)
+
+
+def test_per_device_statistics_on_8_equal_ghost_batches_on_1(tmp,
+                                                             eight_devices):
+  per_device = _run(tmp, 'per_device', 8, ['model.stats_scope=per_device'])
+  ghost = _run(tmp, 'ghost', 1, ['model.norm=ghost_batch',
+                                 'model.virtual_batch_size=2'])
+  # Ghost groups of 2 amplify float rounding a little more than usual.
+  _assert_same(per_device, ghost, tol=2e-3)
+  # ...and differ from global statistics, or this test could not fail.
+  assert not np.allclose(per_device['train_loss'][1:],
+                         eight_devices['train_loss'][1:], rtol=2e-2)
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_as_many_devices(tmp,
+                                                              eight_devices):
+  address = f'localhost:{_free_port()}'
+  procs = [subprocess.Popen(
+      _command(tmp, 'two_processes', 4, num_processes=2, process_id=i,
+               coordinator_address=address),
+      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+  two = dict(np.load(tmp / 'two_processes.npz'))
+  assert (int(two['devices']), int(two['processes'])) == (8, 2)
+  _assert_same(two, eight_devices)
+
+
+def test_batch_size_the_devices_do_not_divide_is_refused(tmp):
+  out = subprocess.run(_command(tmp, 'bad', 8, ['batch_size=12']), cwd=ROOT,
+                       env=_env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode != 0
+  assert 'batch_size=12 is not divisible by the 8 devices' in out.stderr
