@@ -8,8 +8,16 @@ import os
 from typing import Optional
 
 from absl import logging as absl_logging
+from etils import epath
 import jax
 import orbax.checkpoint as ocp
+
+
+def workdir_path(workdir: str) -> epath.Path:
+  """The workdir as an absolute path; gs:// and other remote paths work too
+  (orbax, TFDS and clu's writers all go through the same file systems)."""
+  return epath.Path(workdir if '://' in str(workdir) else
+                    os.path.abspath(workdir))
 
 
 class Checkpoints:
@@ -17,7 +25,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = 3,
                read_only: bool = False):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = workdir_path(workdir) / 'checkpoints'
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(

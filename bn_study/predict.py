@@ -1,7 +1,6 @@
 """The seed's PREDICT mode: classify image files with a run's latest checkpoint."""
 
 import json
-import os
 from typing import List, Sequence, Tuple
 
 import jax
@@ -18,14 +17,13 @@ from bn_study import train
 def predict(config, workdir: str, paths: Sequence[str]
             ) -> List[Tuple[str, str, float]]:
   """(path, class name, softmax score of that class) for every image file."""
-  info_path = os.path.join(workdir, 'dataset.json')
+  info_path = checkpoints.workdir_path(workdir) / 'dataset.json'
   ckpts = checkpoints.Checkpoints(workdir, read_only=True)
-  if not os.path.exists(info_path) or ckpts.latest_step() is None:
+  if not info_path.exists() or ckpts.latest_step() is None:
     raise errors.UserError(
         f'--workdir={workdir!r} holds no trained run (no dataset.json or no '
         'checkpoint); train there first without --predict.')
-  with open(info_path) as f:
-    info = json.load(f)
+  info = json.loads(info_path.read_text())
   images = np.stack([input_pipeline.load_image(p, info['image_shape'])
                      for p in paths])
 

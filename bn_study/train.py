@@ -9,7 +9,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import os
 from typing import Any, Callable
 
 from absl import logging
@@ -233,8 +232,8 @@ def _evaluate_all(config, modes, model, steps, state, pipeline, mesh, epoch,
 
 
 def _write_json(workdir, name, obj):
-  with open(os.path.join(workdir, name), 'w') as f:
-    f.write(obj if isinstance(obj, str) else json.dumps(obj, indent=2))
+  (workdir / name).write_text(
+      obj if isinstance(obj, str) else json.dumps(obj, indent=2))
 
 
 def eval_stats_modes(config):
@@ -272,7 +271,7 @@ def validate(config):
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   validate(config)
-  workdir = os.path.abspath(workdir)
+  workdir = checkpoints.workdir_path(workdir)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size('batch_size', config.batch_size, mesh)
   mesh_lib.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
@@ -287,7 +286,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   tx, schedule = make_optimizer(config, steps_per_epoch)
 
   state = create_train_state(config, model, info.image_shape, tx, mesh)
-  ckpts = checkpoints.Checkpoints(workdir, config.max_checkpoints_to_keep)
+  ckpts = checkpoints.Checkpoints(str(workdir), config.max_checkpoints_to_keep)
   if ckpts.latest_step() is not None:
     state = ckpts.restore(state)
     logging.info('Resumed from %s at step %d.', ckpts.directory,
@@ -301,12 +300,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   is_chief = jax.process_index() == 0
   if is_chief:
-    os.makedirs(workdir, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir, 'config.json', config.to_json_best_effort(indent=2))
     _write_json(workdir, 'dataset.json', {
         **info.__dict__, 'steps_per_epoch': steps_per_epoch})
+  else:  # Only process 0 writes summaries and logs; the rest warn.
+    logging.set_verbosity(logging.WARNING)
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_chief, asynchronous=True)
+      str(workdir), just_logging=not is_chief, asynchronous=True)
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
