@@ -22,9 +22,12 @@ flags.DEFINE_string('workdir', None, 'Where checkpoints, events and config.json 
 flags.DEFINE_list('predict', None,
                   'Image files (PNG/JPEG) to classify with the latest checkpoint '
                   'in --workdir, instead of training.')
+flags.DEFINE_bool('multihost', False,
+                  'Join a multi-host job whose peers JAX finds by itself '
+                  '(Cloud TPU slices, SLURM).')
 flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0, for a multi-process job outside '
-                    'Cloud TPU and SLURM (which JAX detects by itself).')
+                    'host:port of process 0, for a multi-process job anywhere '
+                    'else; with --num_processes and --process_id.')
 flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 config_flags.DEFINE_config_file('config', None, 'A config file in configs/.',
@@ -37,7 +40,8 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
     mesh.initialize_distributed(FLAGS.coordinator_address,
-                                FLAGS.num_processes, FLAGS.process_id)
+                                FLAGS.num_processes, FLAGS.process_id,
+                                auto=FLAGS.multihost)
     if FLAGS.predict:
       predict.print_predictions(FLAGS.config, FLAGS.workdir, FLAGS.predict)
     else:

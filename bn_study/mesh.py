@@ -5,8 +5,6 @@ averages and metrics are replicated. Under `jax.jit` a mean over the batch
 axis is then a global mean, so BN statistics cover the whole global batch.
 """
 
-import os
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -44,31 +42,23 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
       local_batch)
 
 
-def _cluster_detected() -> bool:
-  """Whether this looks like one process of a multi-host Cloud TPU or SLURM
-  job, where jax.distributed.initialize() finds its peers by itself."""
-  env = os.environ
-  tpu_hosts = env.get('TPU_WORKER_HOSTNAMES', '')
-  return int(env.get('SLURM_NTASKS', '1')) > 1 or ',' in tpu_hosts
-
-
 def initialize_distributed(coordinator_address=None, num_processes=None,
-                           process_id=None):
+                           process_id=None, auto: bool = False):
   """Joins a multi-process JAX job (JAX's own multi-controller runtime).
 
-  Pass all three arguments, or none on a Cloud TPU slice or under SLURM,
-  where JAX detects them; a single process needs no call at all. On CPU the
+  Pass all three arguments, or `auto` on a Cloud TPU slice or under SLURM,
+  where JAX finds them itself; a single process needs neither. On CPU the
   processes exchange data through gloo.
   """
   given = [coordinator_address, num_processes, process_id]
   if all(v is None for v in given):
-    if not _cluster_detected():
+    if not auto:
       return
   elif any(v is None for v in given):
     raise errors.UserError(
         '--coordinator_address, --num_processes and --process_id go together '
         f'(got {coordinator_address!r}, {num_processes!r}, {process_id!r}); '
-        'give all three, or none on Cloud TPU and SLURM.')
+        'give all three, or --multihost alone on Cloud TPU and SLURM.')
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes,
