@@ -9,6 +9,10 @@ class UserError(Exception):
   """Bad input: the message names the field, the value and what is allowed."""
 
 
+class TrainingDiverged(UserError):
+  """A non-finite loss or gradient: the run stops, its checkpoints intact."""
+
+
 def check_choice(field, value, allowed):
   if value not in allowed:
     raise UserError(

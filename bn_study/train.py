@@ -20,6 +20,7 @@ from flax import traverse_util
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from bn_study import checkpoints
@@ -32,6 +33,7 @@ from bn_study import precise_bn
 
 OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('constant', 'cosine')
+NONFINITE = ('stop', 'skip')
 # eval_stats mode -> the prefix of its scalars.
 EVAL_STATS = {'ema': 'eval', 'precise': 'eval_precise', 'batch': 'eval_batch'}
 
@@ -50,6 +52,8 @@ class TrainMetrics(metrics.Collection):
   param_norm: metrics.Average.from_output('param_norm')
   grad_norm: metrics.Average.from_output('grad_norm')
   update_norm: metrics.Average.from_output('update_norm')
+  # Fraction of steps whose loss or gradient norm was not finite.
+  nonfinite_steps: metrics.Average.from_output('nonfinite_steps')
 
 
 @flax.struct.dataclass
@@ -62,6 +66,7 @@ def make_optimizer(config, steps_per_epoch: int):
   """The optax transformation and its learning-rate schedule (step -> lr)."""
   errors.check_choice('optimizer', config.optimizer, OPTIMIZERS)
   errors.check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
+  errors.check_choice('nonfinite', config.nonfinite, NONFINITE)
   if config.learning_rate <= 0:
     raise errors.UserError(
         f'learning_rate={config.learning_rate} must be positive.')
@@ -119,9 +124,15 @@ def cross_entropy(logits, labels):
 
 
 def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
-               schedule) -> tuple[TrainState, TrainMetrics]:
+               schedule, skip_nonfinite: bool = False
+               ) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step; BN normalizes by batch statistics and updates its
-  running averages, which are kept in the new state."""
+  running averages, which are kept in the new state.
+
+  With `skip_nonfinite`, a step whose loss or gradient norm is not finite
+  leaves params, optimizer state and BN statistics as they were (the step
+  counter still advances, so the data order is unchanged).
+  """
 
   def loss_fn(params):
     logits, new_vars = state.apply_fn(
@@ -134,14 +145,25 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
       state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state, batch_stats=batch_stats)
+  grad_norm = optax.global_norm(grads)
+  update_norm = optax.global_norm(updates)
+  finite = jnp.isfinite(loss.mean()) & jnp.isfinite(grad_norm)
+  new = (params, opt_state, batch_stats)
+  if skip_nonfinite:
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new,
+                       (state.params, state.opt_state, state.batch_stats))
+    # Keep the skipped step's NaNs out of the logged means.
+    loss = jnp.where(finite, loss, 0.0)
+    grad_norm = jnp.where(finite, grad_norm, 0.0)
+    update_norm = jnp.where(finite, update_norm, 0.0)
+  new_state = state.replace(step=state.step + 1, params=new[0],
+                            opt_state=new[1], batch_stats=new[2])
   step_metrics = TrainMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'],
       learning_rate=schedule(state.step),
-      param_norm=optax.global_norm(state.params),
-      grad_norm=optax.global_norm(grads),
-      update_norm=optax.global_norm(updates))
+      param_norm=optax.global_norm(state.params), grad_norm=grad_norm,
+      update_norm=update_norm,
+      nonfinite_steps=(~finite).astype(jnp.float32))
   return new_state, train_metrics.merge(step_metrics)
 
 
@@ -168,7 +190,7 @@ class Steps:
   eval_batch: Callable  # Same, each batch normalized by its own statistics.
 
 
-def jit_steps(mesh, schedule) -> Steps:
+def jit_steps(mesh, schedule, skip_nonfinite: bool = False) -> Steps:
   """The steps compiled over the mesh, state and metrics donated so XLA
   updates them in place (eval never donates the state it reads)."""
   repl = mesh_lib.replicated(mesh)
@@ -181,7 +203,8 @@ def jit_steps(mesh, schedule) -> Steps:
         donate_argnums=(2,))
 
   return Steps(
-      train=jax.jit(functools.partial(train_step, schedule=schedule),
+      train=jax.jit(functools.partial(train_step, schedule=schedule,
+                                      skip_nonfinite=skip_nonfinite),
                     in_shardings=(repl, data, repl),
                     out_shardings=(repl, repl), donate_argnums=(0, 2)),
       eval=jit_eval(False), eval_batch=jit_eval(True))
@@ -229,6 +252,23 @@ def _evaluate_all(config, modes, model, steps, state, pipeline, mesh, epoch,
   if precise_stats is not None and config.precise_bn_replaces_ema:
     state = state.replace(batch_stats=precise_stats)
   return state
+
+
+def _check_finite(values, step, config, ckpts):
+  """Big_vision-style NaN guard, run when metrics reach the host anyway."""
+  if config.nonfinite == 'skip' or (np.isfinite(values['loss'])
+                                    and np.isfinite(values['grad_norm'])):
+    return
+  first = step - config.log_every_steps + 1
+  where = f'step {step}' if first == step else f'steps {first}-{step}'
+  raise errors.TrainingDiverged(
+      f'Training diverged: the loss or gradient norm is not finite at {where} '
+      f'(loss '
+      f'{float(values["loss"])}, grad norm {float(values["grad_norm"])}). The '
+      f'likely cause is a learning rate too high for this model and '
+      f'normalizer (learning_rate={config.learning_rate}): lower it, or set '
+      '--config.nonfinite=skip to skip such steps. The last good checkpoint '
+      f'(step {ckpts.latest_step()}) is intact.')
 
 
 def _write_json(workdir, name, obj):
@@ -311,7 +351,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
-  steps = jit_steps(mesh, schedule)
+  steps = jit_steps(mesh, schedule, config.nonfinite == 'skip')
   modes = eval_stats_modes(config)
   repl = mesh_lib.replicated(mesh)
   train_metrics = jax.device_put(TrainMetrics.empty(), repl)
@@ -329,9 +369,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         step += 1
         report(step)
         if step % config.log_every_steps == 0:
-          writer.write_scalars(step, {
-              f'train/{k}': v for k, v in train_metrics.compute().items()})
+          values = train_metrics.compute()
+          writer.write_scalars(step, {f'train/{k}': v
+                                      for k, v in values.items()})
           train_metrics = jax.device_put(TrainMetrics.empty(), repl)
+          _check_finite(values, step, config, ckpts)
       start_in_epoch = 0
       with report.timed('eval'):
         state = _evaluate_all(config, modes, model, steps, state, pipeline,

@@ -42,6 +42,9 @@ def get_config():
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
   config.log_every_steps = 2
+  # A non-finite loss or gradient norm: stop (with a message, at the next
+  # log step, keeping the last good checkpoint) or skip such steps.
+  config.nonfinite = 'stop'
   config.checkpoint_every_epochs = 1
   config.max_checkpoints_to_keep = 3
 

@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bn_study import checkpoints
+from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
@@ -212,3 +213,36 @@ def test_precise_bn_leaves_the_running_averages_unless_asked():
   images = np.concatenate([b['image'] for b in list(pipeline.train(0))[:3]])
   np.testing.assert_allclose(precise['conv1_norm']['mean'],
                              images.mean((0, 1, 2)), rtol=1e-5)
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
+  sgd = {'optimizer': 'sgd', 'model.norm': 'none'}
+  _train(tmp_path, num_epochs=1, learning_rate=0.01, **sgd)  # Good: step 8.
+  with pytest.raises(errors.TrainingDiverged,
+                     match=r'not finite at step 1\d .*learning_rate=1e\+30'):
+    _train(tmp_path, num_epochs=2, learning_rate=1e30, **sgd)
+  assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
+
+
+def test_skip_nonfinite_leaves_the_state_as_it_was():
+  _, pipeline, mesh, _, state, _ = _setup()
+  config = helpers.tiny_config()
+  _, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
+  steps = train.jit_steps(mesh, schedule, skip_nonfinite=True)
+  batch = next(pipeline.train(0))
+  bad = dict(batch, image=np.full_like(batch['image'], np.nan))
+  before = jax.device_get((state.params, state.opt_state, state.batch_stats))
+  state, metrics = steps.train(state, mesh_lib.global_batch(bad, mesh),
+                               train.TrainMetrics.empty())
+  assert int(state.step) == 1
+  jax.tree.map(np.testing.assert_array_equal, before,
+               jax.device_get((state.params, state.opt_state,
+                               state.batch_stats)))
+  values = metrics.compute()
+  assert float(values['nonfinite_steps']) == 1.0
+  assert np.isfinite(float(values['loss']))
+  state, metrics = steps.train(state, mesh_lib.global_batch(batch, mesh),
+                               metrics)
+  assert float(metrics.compute()['nonfinite_steps']) == 0.5
+  assert not np.array_equal(before[0]['conv1']['kernel'],
+                            jax.device_get(state.params['conv1']['kernel']))
