@@ -12,6 +12,8 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from bn_study import errors
+
 
 def workdir_path(workdir: str) -> epath.Path:
   """The workdir as an absolute path; gs:// and other remote paths work too
@@ -47,7 +49,15 @@ class Checkpoints:
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         target)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    try:
+      return self._manager.restore(step,
+                                   args=ocp.args.StandardRestore(abstract))
+    except ValueError as e:  # Orbax's tree/shape mismatch.
+      raise errors.UserError(
+          f'The checkpoint at step {step} in {self.directory} does not fit '
+          'this config (a different model, normalizer or optimizer?). Resume '
+          'with the config it was trained with (config.json beside it), or '
+          f'use a new --workdir. Orbax said: {str(e)[:500]}') from e
 
   def close(self):
     self._manager.wait_until_finished()

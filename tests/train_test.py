@@ -246,3 +246,9 @@ def test_skip_nonfinite_leaves_the_state_as_it_was():
   assert float(metrics.compute()['nonfinite_steps']) == 0.5
   assert not np.array_equal(before[0]['conv1']['kernel'],
                             jax.device_get(state.params['conv1']['kernel']))
+
+
+def test_resuming_with_another_model_says_what_to_do(tmp_path):
+  _train(tmp_path, num_epochs=1)
+  with pytest.raises(errors.UserError, match='does not fit this config'):
+    _train(tmp_path, num_epochs=2, **{'model.norm': 'none'})
