@@ -4,7 +4,8 @@ PreciseBN.
 
   python main.py --config=configs/ghost.py --workdir=runs/ghost
 
-Measured: MEASURED
+Measured: ema eval accuracy .1326 / .1213; PreciseBN eval accuracy .5371 /
+.5969 after epochs 1-2 on CIFAR-10 (README, "The other normalizers").
 """
 
 from configs import default

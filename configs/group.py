@@ -3,7 +3,8 @@ none of the seed's widths). No running statistics: train and eval agree.
 
   python main.py --config=configs/group.py --workdir=runs/group
 
-Measured: MEASURED
+Measured: ema eval accuracy .1863 / .3680 after epochs 1-2 on CIFAR-10 (README,
+"The other normalizers").
 """
 
 from configs import default

@@ -3,7 +3,8 @@ d_max schedule scaled to the run (configs/default.py).
 
   python main.py --config=configs/renorm.py --workdir=runs/renorm
 
-Measured: MEASURED
+Measured: ema eval accuracy .0881 / .1151; PreciseBN eval accuracy .3837 /
+.3501 after epochs 1-2 on CIFAR-10 (README, "The other normalizers").
 """
 
 from configs import default

@@ -3,7 +3,8 @@ BN -> ReLU, no BN on the raw image or before the logits.
 
   python main.py --config=configs/wbn_pre_act.py --workdir=runs/wbn_pre_act
 
-Measured: MEASURED
+Measured: ema eval accuracy .1208 / .1358; PreciseBN eval accuracy .5394 /
+.5974 after epochs 1-2 on CIFAR-10 (README, "The other normalizers").
 """
 
 from configs import default
