@@ -208,8 +208,7 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
   nothing. `total_steps` (the run's length) scales the renorm schedule;
   `num_devices` (the mesh's size) sizes the groups of stats_scope=per_device.
   """
-  validate(model_config)
-  cfg = model_config
+  cfg = model_config  # Validated once, by models.create_model.
   common = dict(epsilon=cfg.bn_epsilon, use_scale=cfg.use_scale,
                 use_bias=cfg.use_bias, name=name)
   if cfg.norm == 'none':

@@ -44,42 +44,56 @@ def _moments(stats, epsilon):
   return out
 
 
+class PreciseBN:
+  """PreciseBN for one model on one mesh; compiles its train-mode pass once,
+  so re-estimating after every epoch costs no recompilation."""
+
+  def __init__(self, model, mesh):
+    stats_model = _stats_model(model)
+    self._epsilon = epsilon = model.model_config.bn_epsilon
+    self._mesh = mesh
+
+    def accumulate(acc, params, batch_stats, image):
+      _, new = stats_model.apply(
+          {'params': params, 'batch_stats': batch_stats}, image, train=True,
+          mutable=['batch_stats'])
+      moments = _moments(new['batch_stats'], epsilon)
+      return {k: (acc[k][0] + m, acc[k][1] + v + m * m)
+              for k, (m, v) in moments.items()}
+
+    self._accumulate = jax.jit(accumulate, donate_argnums=(0,))
+
+  def __call__(self, state, batches, num_batches: int):
+    """New batch_stats from the first `num_batches` of `batches`.
+
+    The weights, the running averages in `state` and everything else are
+    left as they are; the caller decides whether to use or keep the result.
+    """
+    epsilon, mesh = self._epsilon, self._mesh
+    current = _moments(state.batch_stats, epsilon)
+    acc = {k: (jnp.zeros_like(m), jnp.zeros_like(v))
+           for k, (m, v) in current.items()}
+    count = 0
+    for batch in itertools.islice(batches, num_batches):
+      image = mesh_lib.global_batch({'image': batch['image']}, mesh)['image']
+      acc = self._accumulate(acc, state.params, state.batch_stats, image)
+      count += 1
+    if not count:
+      raise ValueError('PreciseBN got no batches.')
+
+    flat = dict(traverse_util.flatten_dict(jax.device_get(state.batch_stats)))
+    for layer, (sum_mean, sum_sq) in acc.items():
+      mean = sum_mean / count
+      var = jnp.maximum(sum_sq / count - mean * mean, 0.0)
+      flat[layer + ('mean',)] = mean
+      if layer + ('var',) in flat:
+        flat[layer + ('var',)] = var
+      else:
+        flat[layer + ('std',)] = jnp.sqrt(var + epsilon)
+    return jax.device_put(traverse_util.unflatten_dict(flat),
+                          mesh_lib.replicated(mesh))
+
+
 def recompute(model, state, batches, mesh, num_batches: int):
-  """New batch_stats: PreciseBN over the first `num_batches` of `batches`.
-
-  The weights, the running averages in `state` and everything else are left
-  as they are; the caller decides whether to use or keep the result.
-  """
-  stats_model = _stats_model(model)
-  epsilon = model.model_config.bn_epsilon
-
-  @jax.jit
-  def accumulate(acc, params, batch_stats, image):
-    _, new = stats_model.apply({'params': params, 'batch_stats': batch_stats},
-                               image, train=True, mutable=['batch_stats'])
-    moments = _moments(new['batch_stats'], epsilon)
-    return {k: (acc[k][0] + m, acc[k][1] + v + m * m)
-            for k, (m, v) in moments.items()}
-
-  current = _moments(state.batch_stats, epsilon)
-  acc = {k: (jnp.zeros_like(m), jnp.zeros_like(v))
-         for k, (m, v) in current.items()}
-  count = 0
-  for batch in itertools.islice(batches, num_batches):
-    image = mesh_lib.global_batch({'image': batch['image']}, mesh)['image']
-    acc = accumulate(acc, state.params, state.batch_stats, image)
-    count += 1
-  if not count:
-    raise ValueError('PreciseBN got no batches.')
-
-  flat = dict(traverse_util.flatten_dict(jax.device_get(state.batch_stats)))
-  for layer, (sum_mean, sum_sq) in acc.items():
-    mean = sum_mean / count
-    var = jnp.maximum(sum_sq / count - mean * mean, 0.0)
-    flat[layer + ('mean',)] = mean
-    if layer + ('var',) in flat:
-      flat[layer + ('var',)] = var
-    else:
-      flat[layer + ('std',)] = jnp.sqrt(var + epsilon)
-  return jax.device_put(traverse_util.unflatten_dict(flat),
-                        mesh_lib.replicated(mesh))
+  """One-off PreciseBN: new batch_stats over the first `num_batches`."""
+  return PreciseBN(model, mesh)(state, batches, num_batches)

@@ -221,7 +221,7 @@ def evaluate(p_eval, state, pipeline, mesh) -> dict:
   return jax.device_get(result)
 
 
-def _evaluate_all(config, modes, model, steps, state, pipeline, mesh, epoch,
+def _evaluate_all(config, modes, precise, steps, state, pipeline, mesh, epoch,
                   step, writer):
   """Evaluates in every eval_stats mode and writes `<prefix>/{loss,accuracy}`.
 
@@ -236,8 +236,7 @@ def _evaluate_all(config, modes, model, steps, state, pipeline, mesh, epoch,
       # The epoch's own batches, continuing into later epochs if K > 1 epoch.
       batches = itertools.chain.from_iterable(
           pipeline.train(e) for e in itertools.count(epoch))
-      precise_stats = precise_bn.recompute(model, state, batches, mesh,
-                                           config.precise_bn_batches)
+      precise_stats = precise(state, batches, config.precise_bn_batches)
       result = evaluate(steps.eval, state.replace(batch_stats=precise_stats),
                         pipeline, mesh)
     else:
@@ -353,6 +352,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   steps = jit_steps(mesh, schedule, config.nonfinite == 'skip')
   modes = eval_stats_modes(config)
+  precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   repl = mesh_lib.replicated(mesh)
   train_metrics = jax.device_put(TrainMetrics.empty(), repl)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
@@ -376,7 +376,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
           _check_finite(values, step, config, ckpts)
       start_in_epoch = 0
       with report.timed('eval'):
-        state = _evaluate_all(config, modes, model, steps, state, pipeline,
+        state = _evaluate_all(config, modes, precise, steps, state, pipeline,
                               mesh, epoch, step, writer)
       writer.flush()
       if ((epoch + 1) % config.checkpoint_every_epochs == 0

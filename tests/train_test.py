@@ -14,6 +14,8 @@ from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
+from bn_study import norms
+from bn_study import precise_bn
 from bn_study import train
 from tests import helpers
 
@@ -190,8 +192,7 @@ def test_every_norm_trains_and_evaluates_in_every_eval_mode(tmp_path, norm,
     for metric in ('loss', 'accuracy'):
       (step, value), = scalars[f'{prefix}/{metric}']
       assert step == 8 and np.isfinite(value), (prefix, metric)
-  assert bool(state.batch_stats) == (norm in ('batch', 'ghost_batch',
-                                              'batch_renorm'))
+  assert bool(state.batch_stats) == (norm in norms.BATCH_NORMS)
 
 
 def test_precise_bn_leaves_the_running_averages_unless_asked():
@@ -199,12 +200,13 @@ def test_precise_bn_leaves_the_running_averages_unless_asked():
   state = _fit(state, pipeline, mesh, steps.train, 1)
   ema = jax.device_get(state.batch_stats)
   writer = metric_writers.LoggingWriter()
-  kept = train._evaluate_all(config, ['ema', 'precise'], model, steps, state,
-                             pipeline, mesh, 0, 32, writer)
+  precise = precise_bn.PreciseBN(model, mesh)
+  kept = train._evaluate_all(config, ['ema', 'precise'], precise, steps,
+                             state, pipeline, mesh, 0, 32, writer)
   jax.tree.map(np.testing.assert_array_equal, ema,
                jax.device_get(kept.batch_stats))
   config.precise_bn_replaces_ema = True
-  replaced = train._evaluate_all(config, ['precise'], model, steps, state,
+  replaced = train._evaluate_all(config, ['precise'], precise, steps, state,
                                  pipeline, mesh, 0, 32, writer)
   precise = jax.device_get(replaced.batch_stats)
   assert not np.allclose(ema['conv1_norm']['mean'],
