@@ -1,13 +1,10 @@
 """Shared test data: tiny configs, learnable fake datasets, event readers."""
 
-import glob
-import os
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from tensorflow.core.util import event_pb2
 
+from bn_study import runs
 from configs import tiny
 
 
@@ -51,11 +48,29 @@ def mock_learnable(num_train, num_eval):
 
 def read_scalars(workdir):
   """{tag: [(step, value), ...]} from every event file in `workdir`."""
-  out = {}
-  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
-    for record in tf.data.TFRecordDataset(path):
-      event = event_pb2.Event.FromString(record.numpy())
-      for value in event.summary.value:
-        scalar = tf.make_ndarray(value.tensor) if value.HasField('tensor') else value.simple_value
-        out.setdefault(value.tag, []).append((event.step, float(scalar)))
-  return out
+  return {tag: list(zip(series.steps.tolist(), series.values.tolist()))
+          for tag, series in runs.read_scalars(workdir).items()}
+
+
+LEARNABLE = 'bn_study_learnable'  # The on-disk dataset below.
+
+
+def prepare_learnable(data_dir, num_train=64, num_eval=21):
+  """Writes `learnable_images` as a real prepared TFDS dataset in `data_dir`.
+
+  For tests that run main.py in a subprocess, where tfds.testing.mock_data
+  cannot reach: pass --config.dataset=bn_study_learnable
+  --config.data_dir=DATA_DIR.
+  """
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(32, 32, 3)),
+      'label': tfds.features.ClassLabel(num_classes=10)})
+  splits = {}
+  for split, n, seed in (('train', num_train, 1), ('test', num_eval, 2)):
+    images, labels = learnable_images(n, seed)
+    splits[split] = tf.data.Dataset.from_tensor_slices(
+        {'image': images, 'label': labels})
+  tfds.dataset_builders.store_as_tfds_dataset(
+      name=LEARNABLE, version='1.0.0', features=features,
+      split_datasets=splits, data_dir=str(data_dir))
+  return str(data_dir)

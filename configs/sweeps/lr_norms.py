@@ -1,0 +1,33 @@
+r"""Learning rate x normalizer on the seed CNN: which normalizers let Adam take
+larger steps, and which need smaller ones?
+
+  python -m bn_study.sweep --sweep=configs/sweeps/lr_norms.py --workdir=runs/lr_norms
+  python -m bn_study.report runs/lr_norms --out=runs/lr_norms/report
+
+Every normalizer before each ReLU (pre_act, where BN is usually put); the
+batch-statistics ones also evaluate with PreciseBN. 5 x 4 = 20 runs of
+`epochs` (default 5) epochs, one seed; `lr_norms.py:epochs=2` shortens them.
+Not yet run (20 runs x 5 epochs is about 5 h on 2 CPU cores).
+"""
+
+from bn_study import sweep
+
+CONFIG = 'configs/default.py'
+
+
+def get_sweep(arg=''):
+  epochs = 5
+  if arg:
+    key, _, value = arg.partition('=')
+    if key != 'epochs' or not value.isdigit() or int(value) < 1:
+      raise sweep.SweepError(f'lr_norms argument {arg!r}: expected epochs=N.')
+    epochs = int(value)
+  return sweep.product(
+      sweep.values('num_epochs', [epochs]),
+      sweep.values('model.placement', ['pre_act']),
+      sweep.zipped(
+          sweep.values('model.norm',
+                       ['none', 'batch', 'ghost_batch', 'group', 'layer']),
+          sweep.values('eval_stats',
+                       ['ema', 'ema,precise', 'ema,precise', 'ema', 'ema'])),
+      sweep.values('learning_rate', [3e-4, 1e-3, 3e-3, 1e-2]))

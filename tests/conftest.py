@@ -1,0 +1,53 @@
+"""Fixtures shared by tests that run main.py or the sweep in subprocesses."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='session')
+def learnable_data_dir(tmp_path_factory):
+  """A data_dir holding the prepared `bn_study_learnable` TFDS dataset."""
+  return helpers.prepare_learnable(tmp_path_factory.mktemp('tfds'))
+
+
+def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
+  """A sweep file over the tiny config on the learnable on-disk dataset."""
+  path.write_text(textwrap.dedent(f'''\
+      from bn_study import sweep
+
+      CONFIG = 'configs/tiny.py'
+
+
+      def get_sweep(arg=''):
+        return sweep.product(
+            sweep.values('dataset', ['{helpers.LEARNABLE}']),
+            sweep.values('data_dir', [{str(data_dir)!r}]),
+            sweep.values('model.norm', {list(norms)!r}),
+            sweep.values('seed', {list(seeds)!r}))
+      '''))
+  return str(path)
+
+
+def run_sweep(*args):
+  return subprocess.run([sys.executable, '-m', 'bn_study.sweep', *args],
+                        cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope='session')
+def tiny_study(tmp_path_factory, learnable_data_dir):
+  """(sweep file, workdir) of a finished 4-run sweep: norm none|batch x 2 seeds."""
+  base = tmp_path_factory.mktemp('study')
+  sweep_file = write_tiny_sweep(base / 'tiny_sweep.py', learnable_data_dir)
+  workdir = str(base / 'runs')
+  proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
+                   '--parallel=2')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  return sweep_file, workdir, proc.stdout
