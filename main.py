@@ -5,6 +5,7 @@
   python main.py --config=configs/wbn.py --workdir=runs/wbn --predict=a.png,b.jpg
 """
 
+import re
 import sys
 
 from absl import app
@@ -50,7 +51,30 @@ def main(argv):
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except errors.Preempted as e:
+    logging.warning('%s', e)
+    print(f'preempted: {e}', file=sys.stderr)
+    sys.exit(errors.Preempted.EXIT_STATUS)
+
+
+def parse_flags(argv):
+  """absl's parsing, with every bad flag a one-line message, not a traceback
+  (ml_collections raises AttributeError for an unknown --config.FIELD)."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+  except (AttributeError, KeyError) as e:
+    names = re.findall(r"'([^'\\]+)", str(e).replace("\\'", "'"))
+    hint = re.findall(r'Did you mean "([^"]+)"', str(e))
+    bad = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')
+           and names and names[0] in a.split('=', 1)[0].split('.')]
+    print(f'error: {bad[0] if bad else "a --config.* flag"} is not a config '
+          f'field' + (f' (did you mean {hint[0]!r}?)' if hint else '') +
+          '. Every field, with what it means, is in configs/default.py.',
+          file=sys.stderr)
+  sys.exit(2)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

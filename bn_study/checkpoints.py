@@ -14,6 +14,11 @@ import orbax.checkpoint as ocp
 
 from bn_study import errors
 
+# Item names inside a step's folder. `default` is where checkpoints written
+# before train metrics were saved keep the state.
+STATE = 'default'
+TRAIN_METRICS = 'train_metrics'
+
 
 def workdir_path(workdir: str) -> epath.Path:
   """The workdir as an absolute path; gs:// and other remote paths work too
@@ -23,45 +28,98 @@ def workdir_path(workdir: str) -> epath.Path:
 
 
 class Checkpoints:
-  """Save and restore the train state by global step."""
+  """Save and restore the train state (and the unlogged train metrics) by step.
+
+  Orbax writes each step to a temporary folder and renames it when complete,
+  so a killed save leaves no step behind. A step that is there but cannot be
+  read (damaged disk, a file deleted) is moved aside to `<step>.unreadable`
+  and the previous one is used, with a warning.
+  """
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = 3,
                read_only: bool = False):
     self.directory = workdir_path(workdir) / 'checkpoints'
-    self._manager = ocp.CheckpointManager(
-        self.directory,
+    self._read_only = read_only
+    self._manager = self._open(max_to_keep)
+    self._max_to_keep = max_to_keep
+
+  def _open(self, max_to_keep):
+    return ocp.CheckpointManager(
+        self.directory, item_names=(STATE, TRAIN_METRICS),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only,
-            read_only=read_only))
+            max_to_keep=max_to_keep, create=not self._read_only,
+            read_only=self._read_only, cleanup_tmp_directories=True))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, step: int, state):
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+  def save(self, step: int, state, train_metrics=None):
+    items = {STATE: ocp.args.StandardSave(state)}
+    if train_metrics is not None:
+      items[TRAIN_METRICS] = ocp.args.StandardSave(train_metrics)
+    self._manager.save(step, args=ocp.args.Composite(**items))
 
-  def restore(self, target, step: Optional[int] = None):
-    """The checkpoint at `step` (default: latest) shaped and sharded as `target`.
+  def wait(self):
+    self._manager.wait_until_finished()
 
-    `target` is a state or its `jax.eval_shape`, with shardings on its leaves.
+  def restore(self, target, train_metrics=None):
+    """(state, train metrics or None) from the latest readable checkpoint.
+
+    `target` is a state (or its `jax.eval_shape`) with shardings on its
+    leaves; `train_metrics` likewise, or None to skip them. Metrics are None
+    for checkpoints written without them.
     """
-    step = self.latest_step() if step is None else step
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        target)
-    try:
-      return self._manager.restore(step,
-                                   args=ocp.args.StandardRestore(abstract))
-    except ValueError as e:  # Orbax's tree/shape mismatch.
-      raise errors.UserError(
-          f'The checkpoint at step {step} in {self.directory} does not fit '
-          'this config (a different model, normalizer or optimizer?). Resume '
-          'with the config it was trained with (config.json beside it), or '
-          f'use a new --workdir. Orbax said: {str(e)[:500]}') from e
+    failures = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._restore_step(step, target, train_metrics)
+      except Exception as e:  # pylint: disable=broad-except
+        # Orbax raises many types for damaged files; a config mismatch
+        # fails on every step and becomes a UserError below.
+        failures.append((step, e))
+        continue
+      for bad_step, error in failures:
+        if not self._read_only:
+          bad = self.directory / str(bad_step)
+          bad.rename(self.directory / f'{bad_step}.unreadable')
+        absl_logging.warning(
+            'The checkpoint at step %d in %s could not be read (%s: %.300s); '
+            'it is moved aside to %d.unreadable and training resumes from '
+            'step %d.', bad_step, self.directory, type(error).__name__,
+            error, bad_step, step)
+      if failures and not self._read_only:
+        self._manager.close()
+        self._manager = self._open(self._max_to_keep)
+      return restored
+    step, error = failures[0]
+    raise errors.UserError(
+        f'No checkpoint in {self.directory} fits this config (a different '
+        'model, normalizer or optimizer?). Resume with the config it was '
+        'trained with (config.json beside it), or use a new --workdir. '
+        f'Orbax said about step {step}: {type(error).__name__}: '
+        f'{str(error)[:500]}') from error
+
+  def _restore_step(self, step, target, train_metrics):
+    items = {STATE: ocp.args.StandardRestore(_abstract(target))}
+    # Checkpoints from before train metrics were saved have no such item.
+    has_metrics = (self.directory / str(step) / TRAIN_METRICS).exists()
+    if train_metrics is not None and has_metrics:
+      items[TRAIN_METRICS] = ocp.args.StandardRestore(_abstract(train_metrics))
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    if train_metrics is None:
+      return restored[STATE]
+    return restored[STATE], (restored[TRAIN_METRICS]
+                             if TRAIN_METRICS in items else None)
 
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _abstract(tree):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+      tree)
 
 
 class _QuietOrbax:

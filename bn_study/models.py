@@ -78,14 +78,28 @@ class SeedCNN(nn.Module):
         bias_init=_BIAS_INIT, name='logits'), last=True)
 
 
-def create_model(model_config, num_classes: int, total_steps: int = 0,
-                 num_devices: int = 1) -> nn.Module:
-  norms.validate(model_config)
+def validate(model_config):
+  """The architecture's fields, then the normalizer's (norms.validate)."""
+  for field in ('filters', 'strides', 'dense'):
+    value = model_config[field]
+    if (not isinstance(value, (tuple, list)) or
+        not all(isinstance(v, int) and v > 0 for v in value)):
+      raise errors.UserError(
+          f'model.{field}={value!r} must be a tuple of positive integers, '
+          'e.g. --config.model.filters="(30,50,60)".')
   if len(model_config.filters) != len(model_config.strides):
     raise errors.UserError(
         f'model.filters={tuple(model_config.filters)} and model.strides='
         f'{tuple(model_config.strides)} must have the same length (one stride '
         'per conv layer).')
+  errors.check_positive_int('model.kernel_size', model_config.kernel_size)
+  errors.check_choice('model.padding', model_config.padding, ('VALID', 'SAME'))
+  norms.validate(model_config)
+
+
+def create_model(model_config, num_classes: int, total_steps: int = 0,
+                 num_devices: int = 1) -> nn.Module:
+  validate(model_config)
   return SeedCNN(model_config=model_config, num_classes=num_classes,
                  total_steps=total_steps, num_devices=num_devices)
 

@@ -42,15 +42,23 @@ def validate(model_config):
         f'model.stats_scope=per_device is for model.norm=batch, not '
         f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
         'that divides the per-device batch instead.')
-  if model_config.norm == 'ghost_batch' and model_config.virtual_batch_size <= 0:
-    raise errors.UserError(
-        f'model.virtual_batch_size={model_config.virtual_batch_size} must be '
-        'positive for model.norm=ghost_batch.')
-  if model_config.norm == 'group' and model_config.num_groups <= 0:
-    raise errors.UserError(
-        f'model.num_groups={model_config.num_groups} must be positive.')
+  errors.check_number('model.bn_momentum', model_config.bn_momentum, 0, 1)
+  errors.check_number('model.bn_epsilon', model_config.bn_epsilon, 0,
+                      low_open=True)
+  for field in ('use_scale', 'use_bias'):
+    if not isinstance(model_config[field], bool):
+      raise errors.UserError(
+          f'model.{field}={model_config[field]!r} must be True or False.')
+  if model_config.norm == 'ghost_batch':
+    errors.check_positive_int('model.virtual_batch_size',
+                              model_config.virtual_batch_size)
+  if model_config.norm == 'group':
+    errors.check_positive_int('model.num_groups', model_config.num_groups)
   if model_config.norm == 'batch_renorm':
     cfg = model_config
+    errors.check_number('model.renorm_momentum', cfg.renorm_momentum, 0, 1)
+    for field in ('renorm_r_max_at', 'renorm_d_max_at'):
+      errors.check_number(f'model.{field}', cfg[field], 0, 1)
     if cfg.renorm_r_max < 1 or cfg.renorm_d_max < 0:
       raise errors.UserError(
           f'model.renorm_r_max={cfg.renorm_r_max} must be >= 1 and '

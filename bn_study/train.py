@@ -30,6 +30,7 @@ from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import norms
 from bn_study import precise_bn
+from bn_study import preemption
 
 OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('constant', 'cosine')
@@ -64,12 +65,6 @@ class EvalMetrics(metrics.Collection):
 
 def make_optimizer(config, steps_per_epoch: int):
   """The optax transformation and its learning-rate schedule (step -> lr)."""
-  errors.check_choice('optimizer', config.optimizer, OPTIMIZERS)
-  errors.check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
-  errors.check_choice('nonfinite', config.nonfinite, NONFINITE)
-  if config.learning_rate <= 0:
-    raise errors.UserError(
-        f'learning_rate={config.learning_rate} must be positive.')
   warmup = int(config.warmup_epochs * steps_per_epoch)
   if config.lr_schedule == 'cosine':
     schedule = optax.warmup_cosine_decay_schedule(
@@ -270,6 +265,17 @@ def _check_finite(values, step, config, ckpts):
       f'(step {ckpts.latest_step()}) is intact.')
 
 
+def _stop_preempted(step, state, train_metrics, ckpts, writer):
+  """Checkpoints `step` (state and unlogged metrics), flushes, and stops."""
+  if ckpts.latest_step() != step:
+    ckpts.save(step, state, train_metrics)
+  ckpts.wait()
+  writer.flush()
+  raise errors.Preempted(
+      f'Stopped by a signal at step {step}; checkpoint saved in '
+      f'{ckpts.directory}. Run the same command again to resume from there.')
+
+
 def _write_json(workdir, name, obj):
   (workdir / name).write_text(
       obj if isinstance(obj, str) else json.dumps(obj, indent=2))
@@ -287,14 +293,31 @@ def eval_stats_modes(config):
 
 
 def validate(config):
-  """Checks that need nothing but the config."""
+  """Every field that needs nothing but the config, before any work starts.
+
+  The dataset's fields are checked when it is opened (input_pipeline), the
+  batch sizes against the devices when the mesh is made (mesh).
+  """
   for field in ('batch_size', 'eval_batch_size', 'num_epochs',
                 'log_every_steps', 'checkpoint_every_epochs',
-                'precise_bn_batches'):
-    if not isinstance(config[field], int) or config[field] <= 0:
-      raise errors.UserError(
-          f'{field}={config[field]!r} must be a positive integer.')
-  norms.validate(config.model)
+                'max_checkpoints_to_keep', 'precise_bn_batches'):
+    errors.check_positive_int(field, config[field])
+  if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+    raise errors.UserError(f'seed={config.seed!r} must be an integer.')
+  errors.check_choice('optimizer', config.optimizer, OPTIMIZERS)
+  errors.check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
+  errors.check_choice('nonfinite', config.nonfinite, NONFINITE)
+  errors.check_number('learning_rate', config.learning_rate, 0, low_open=True)
+  errors.check_number('warmup_epochs', config.warmup_epochs, 0,
+                      config.num_epochs)
+  for field in ('b1', 'b2', 'momentum'):
+    errors.check_number(field, config[field], 0, 1, high_open=True)
+  errors.check_number('eps', config.eps, 0)
+  errors.check_number('weight_decay', config.weight_decay, 0)
+  for field in ('weight_decay_norms', 'precise_bn_replaces_ema', 'download'):
+    if not isinstance(config[field], bool):
+      raise errors.UserError(f'{field}={config[field]!r} must be True or False.')
+  models.validate(config.model)
   modes = eval_stats_modes(config)
   if config.model.norm == 'ghost_batch':
     vbs = config.model.virtual_batch_size
@@ -325,9 +348,15 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   tx, schedule = make_optimizer(config, steps_per_epoch)
 
   state = create_train_state(config, model, info.image_shape, tx, mesh)
+  repl = mesh_lib.replicated(mesh)
+  train_metrics = jax.device_put(TrainMetrics.empty(), repl)
   ckpts = checkpoints.Checkpoints(str(workdir), config.max_checkpoints_to_keep)
   if ckpts.latest_step() is not None:
-    state = ckpts.restore(state)
+    # The metrics of steps not yet logged come back too, so a run resumed
+    # between two log steps logs what an uninterrupted one would.
+    state, saved_metrics = ckpts.restore(state, train_metrics)
+    if saved_metrics is not None:
+      train_metrics = saved_metrics
     logging.info('Resumed from %s at step %d.', ckpts.directory,
                  int(state.step))
   step = int(state.step)
@@ -353,8 +382,6 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   steps = jit_steps(mesh, schedule, config.nonfinite == 'skip')
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
-  repl = mesh_lib.replicated(mesh)
-  train_metrics = jax.device_put(TrainMetrics.empty(), repl)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
                                            writer=writer)
   start_epoch, start_in_epoch = divmod(step, steps_per_epoch)
@@ -362,27 +389,31 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                'devices.', config.num_epochs, steps_per_epoch,
                config.batch_size, step, mesh.size)
   try:
-    for epoch in range(start_epoch, config.num_epochs):
-      for batch in pipeline.train(epoch, start_in_epoch):
-        state, train_metrics = steps.train(
-            state, mesh_lib.global_batch(batch, mesh), train_metrics)
-        step += 1
-        report(step)
-        if step % config.log_every_steps == 0:
-          values = train_metrics.compute()
-          writer.write_scalars(step, {f'train/{k}': v
-                                      for k, v in values.items()})
-          train_metrics = jax.device_put(TrainMetrics.empty(), repl)
-          _check_finite(values, step, config, ckpts)
-      start_in_epoch = 0
-      with report.timed('eval'):
-        state = _evaluate_all(config, modes, precise, steps, state, pipeline,
-                              mesh, epoch, step, writer)
-      writer.flush()
-      if ((epoch + 1) % config.checkpoint_every_epochs == 0
-          or epoch + 1 == config.num_epochs):
-        with report.timed('checkpoint'):
-          ckpts.save(step, state)
+    with preemption.Preemption() as preempt:
+      for epoch in range(start_epoch, config.num_epochs):
+        for batch in pipeline.train(epoch, start_in_epoch):
+          if preempt.requested(step):
+            _stop_preempted(step, state, train_metrics, ckpts, writer)
+          state, train_metrics = steps.train(
+              state, mesh_lib.global_batch(batch, mesh), train_metrics)
+          step += 1
+          preempt.after_step(step)
+          report(step)
+          if step % config.log_every_steps == 0:
+            values = train_metrics.compute()
+            writer.write_scalars(step, {f'train/{k}': v
+                                        for k, v in values.items()})
+            train_metrics = jax.device_put(TrainMetrics.empty(), repl)
+            _check_finite(values, step, config, ckpts)
+        start_in_epoch = 0
+        with report.timed('eval'):
+          state = _evaluate_all(config, modes, precise, steps, state, pipeline,
+                                mesh, epoch, step, writer)
+        writer.flush()
+        if ((epoch + 1) % config.checkpoint_every_epochs == 0
+            or epoch + 1 == config.num_epochs):
+          with report.timed('checkpoint'):
+            ckpts.save(step, state, train_metrics)
   finally:
     writer.flush()
     ckpts.close()

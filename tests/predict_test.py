@@ -79,3 +79,15 @@ def test_main_reports_bad_input_without_a_traceback(tmp_path):
   assert out.returncode == 2
   assert "model.norm='batchnorm' is not supported; allowed: none, batch" in out.stderr
   assert 'Traceback' not in out.stderr
+
+
+def test_main_predict_on_a_file_that_is_not_an_image(workdir, tmp_path):
+  paths, _ = _write_examples(tmp_path)
+  out = subprocess.run(
+      [sys.executable, 'main.py', '--config=configs/tiny.py',
+       f'--workdir={workdir}',
+       f'--predict={paths[0]},{os.path.join(ROOT, "README.md")}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 2
+  assert 'README.md\' is not a readable PNG/JPEG image' in out.stderr
+  assert 'Traceback' not in out.stderr and not out.stdout.strip()

@@ -112,6 +112,9 @@ def test_sweep_runs_skips_finished_and_resumes(tiny_study, tmp_path):
   assert sorted(os.listdir(workdir)) == sorted(names + ['sweep.json'])
   for name in names:
     assert sweep.is_finished(sweep.pathlib.Path(workdir) / name), name
+  # A sweep that asks for more epochs resumes (extends) finished runs.
+  assert not sweep.is_finished(sweep.pathlib.Path(workdir) / names[0],
+                               {'num_epochs': 3})
   config = json.loads(open(os.path.join(workdir, names[2],
                                         'config.json')).read())
   assert config['model']['norm'] == 'batch' and config['seed'] == 0

@@ -252,5 +252,41 @@ def test_skip_nonfinite_leaves_the_state_as_it_was():
 
 def test_resuming_with_another_model_says_what_to_do(tmp_path):
   _train(tmp_path, num_epochs=1)
-  with pytest.raises(errors.UserError, match='does not fit this config'):
+  with pytest.raises(errors.UserError, match='fits this config'):
     _train(tmp_path, num_epochs=2, **{'model.norm': 'none'})
+  # A mismatch is not damage: the checkpoint stays where it was.
+  assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
+  assert not list((tmp_path / 'checkpoints').glob('*.unreadable'))
+
+
+@pytest.mark.parametrize('where', ['eval', 'checkpoint'])
+def test_a_crash_in_eval_or_checkpointing_loses_nothing_before_it(
+    tmp_path, monkeypatch, where):
+  if where == 'eval':
+    real = train._evaluate_all  # pylint: disable=protected-access
+
+    def crash_in_epoch_2(config, modes, precise, steps, state, pipeline, mesh,
+                         epoch, *args):
+      if epoch == 1:
+        raise RuntimeError('eval crashed')
+      return real(config, modes, precise, steps, state, pipeline, mesh, epoch,
+                  *args)
+
+    monkeypatch.setattr(train, '_evaluate_all', crash_in_epoch_2)
+  else:
+    real = checkpoints.Checkpoints.save
+
+    def crash_at_step_16(self, step, *args):
+      if step == 16:
+        raise OSError('disk full')
+      return real(self, step, *args)
+
+    monkeypatch.setattr(checkpoints.Checkpoints, 'save', crash_at_step_16)
+  with pytest.raises((RuntimeError, OSError)):
+    _train(tmp_path, num_epochs=3)
+  assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
+  scalars = helpers.read_scalars(str(tmp_path))
+  # Every train/ write before the crash reached the event file.
+  assert [s for s, _ in scalars['train/loss']] == list(range(1, 17))
+  assert [s for s, _ in scalars['eval/accuracy']] == (
+      [8] if where == 'eval' else [8, 16])

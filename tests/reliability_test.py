@@ -1,0 +1,179 @@
+"""Preemption, hard kills, damaged checkpoints and bad input, through main.py
+in real subprocesses, compared with an uninterrupted run bit for bit."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bn_study import checkpoints
+from bn_study import preemption
+from tests import helpers
+from tests.conftest import ROOT
+
+# Timing, not results: these tags differ between any two runs.
+TIMING_TAGS = ('steps_per_sec', 'uptime')
+
+
+def _command(workdir, data_dir, *extra):
+  # 8 steps per epoch, 24 in all; train/* written every 2 steps, so a stop at
+  # an odd step leaves one step's metrics unwritten.
+  return [sys.executable, 'main.py', '--config=configs/tiny.py',
+          f'--workdir={workdir}', f'--config.dataset={helpers.LEARNABLE}',
+          f'--config.data_dir={data_dir}', '--config.log_every_steps=2',
+          '--config.num_epochs=3', *extra]
+
+
+def _main(workdir, data_dir, *extra, self_signal=None):
+  env = dict(os.environ)
+  env.pop(preemption.SELF_SIGNAL_ENV, None)
+  if self_signal:
+    env[preemption.SELF_SIGNAL_ENV] = self_signal
+  return subprocess.run(_command(workdir, data_dir, *extra), cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=600,
+                        check=False)
+
+
+def _result(workdir):
+  """(final state as numpy leaves by path, logged scalars without timing)."""
+  step = checkpoints.Checkpoints(str(workdir), read_only=True).latest_step()
+  state = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), checkpoints.STATE))
+  leaves = {jax.tree_util.keystr(k): np.asarray(v)
+            for k, v in jax.tree_util.tree_leaves_with_path(state)}
+  scalars = {t: v for t, v in helpers.read_scalars(str(workdir)).items()
+             if t not in TIMING_TAGS}
+  return step, leaves, scalars
+
+
+def _assert_same(got, want):
+  assert got[0] == want[0]
+  assert got[1].keys() == want[1].keys()
+  for key in want[1]:
+    np.testing.assert_array_equal(got[1][key], want[1][key], err_msg=key)
+  assert got[2] == want[2]
+
+
+@pytest.fixture(scope='module')
+def reference(learnable_data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('reference')
+  proc = _main(workdir, learnable_data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, _result(workdir)
+
+
+def _latest(workdir):
+  return checkpoints.Checkpoints(str(workdir), read_only=True).latest_step()
+
+
+def test_sigterm_and_sigkill_mid_epoch_and_at_boundaries_change_nothing(
+    reference, learnable_data_dir, tmp_path):
+  data = learnable_data_dir
+  # SIGTERM mid-epoch, between two log steps: checkpoint at that step.
+  proc = _main(tmp_path, data, self_signal='5:SIGTERM')
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert 'preempted: Stopped by a signal at step 5' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert _latest(tmp_path) == 5
+  # SIGTERM at the end of an epoch: its own checkpoint serves.
+  proc = _main(tmp_path, data, self_signal='8:SIGTERM')
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert 'at step 8' in proc.stderr and _latest(tmp_path) == 8
+  # SIGKILL mid-epoch: back to the last complete checkpoint.
+  proc = _main(tmp_path, data, self_signal='13:SIGKILL')
+  assert proc.returncode == -signal.SIGKILL
+  assert _latest(tmp_path) == 8
+  # SIGKILL after an epoch's last step, before its eval and checkpoint.
+  proc = _main(tmp_path, data, self_signal='16:SIGKILL')
+  assert proc.returncode == -signal.SIGKILL
+  assert _latest(tmp_path) == 8
+  proc = _main(tmp_path, data)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same(_result(tmp_path), reference[1])
+
+
+def test_sigterm_from_outside_saves_and_explains(learnable_data_dir, tmp_path):
+  proc = subprocess.Popen(
+      _command(tmp_path, learnable_data_dir, '--config.num_epochs=50'),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  for line in proc.stdout:  # Wait until it is training.
+    if 'train/loss' in line:
+      proc.send_signal(signal.SIGTERM)
+      break
+  output = proc.stdout.read()
+  assert proc.wait(timeout=300) == 143, output[-3000:]
+  assert 'Traceback' not in output
+  step = int(output.split('Stopped by a signal at step ')[1].split(';')[0])
+  assert 0 < step < 400 and _latest(tmp_path) == step
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_previous(
+    reference, learnable_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(reference[0], workdir)
+  # Damage the final checkpoint (step 24): its array data is gone.
+  state_dir = workdir / 'checkpoints' / '24' / checkpoints.STATE
+  for path in state_dir.rglob('*'):
+    if path.is_file() and 'ocdbt' in str(path.relative_to(state_dir)):
+      path.unlink()
+  proc = _main(workdir, learnable_data_dir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'The checkpoint at step 24' in proc.stderr
+  assert 'could not be read' in proc.stderr and 'resumes from step 16' in proc.stderr
+  assert (workdir / 'checkpoints' / '24.unreadable').is_dir()
+  _assert_same(_result(workdir), reference[1])
+
+
+BAD_INPUTS = [
+    (['--config.model.norm=batchnorm'],
+     "model.norm='batchnorm' is not supported; allowed: none, batch"),
+    (['--config.model.placement=after'],
+     "model.placement='after' is not supported; allowed: input, pre_act"),
+    (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
+    (['--config.num_epochs=-1'], 'num_epochs=-1 must be a positive integer'),
+    (['--config.learning_rate=-0.1'], 'learning_rate=-0.1 must be a number > 0'),
+    (['--config.batch_size=12', '--config.eval_batch_size=16'],
+     'batch_size=12 is not divisible by the 8 devices'),
+    (['--config.model.norm=ghost_batch', '--config.model.virtual_batch_size=3'],
+     'model.virtual_batch_size=3 does not divide batch_size=8'),
+    (['--config.dataset=cifar11'], "dataset='cifar11' is not a TFDS dataset"),
+    (['--config.dataset=mnist', '--config.download=False'],
+     "dataset='mnist' is not prepared in data_dir="),
+    (['--config.model.bn_momentum=1.5'],
+     'model.bn_momentum=1.5 must be a number in [0, 1]'),
+    (['--config.model.nrom=batch'],
+     "--config.model.nrom is not a config field (did you mean 'norm'?)"),
+    (['--config.batch_size=abc'], 'flag --config.batch_size=abc: invalid'),
+    (['--config.learning_rate=1e30', '--config.optimizer=sgd',
+      '--config.model.norm=none'],
+     'Training diverged: the loss or gradient norm is not finite at step'),
+]
+
+
+def test_bad_input_is_one_message_no_traceback(learnable_data_dir, tmp_path):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
+                      ' --xla_force_host_platform_device_count=8')
+  procs = []
+  for i, (flags, _) in enumerate(BAD_INPUTS):  # All at once: it's startup.
+    data_dir = (str(tmp_path / 'empty') if '--config.download=False' in flags
+                else learnable_data_dir)
+    procs.append(subprocess.Popen(
+        _command(tmp_path / str(i), data_dir, '--config.batch_size=8',
+                 '--config.eval_batch_size=8', *flags),
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  for (flags, message), proc in zip(BAD_INPUTS, procs):
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, (flags, err[-2000:])
+    assert message in err, (flags, err[-2000:])
+    assert 'Traceback' not in err, (flags, err[-2000:])
+    if 'diverged' in message:
+      assert 'learning_rate=1e+30' in err
+      assert _latest(tmp_path / str(len(BAD_INPUTS) - 1)) is None
