@@ -142,6 +142,18 @@ class Pipeline:
         self.batch_size), num_parallel_calls=tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
+  def probe(self, size: int) -> dict:
+    """This host's slice of the eval split's first `size` images: a fixed
+    batch, never trained on, for the act/ instrument."""
+    if size > self.info.num_eval or size % self._process_count:
+      raise errors.UserError(
+          f'analysis.probe_size={size} must be at most the '
+          f'{self.info.num_eval} eval examples and a multiple of the number '
+          f'of processes ({self._process_count}).')
+    (image, label), = tfds.as_numpy(self._eval.batch(size).take(1))
+    return self._local({'image': image.astype(np.float32) / 255.0,
+                        'label': label}, size)
+
   def eval(self) -> Iterator[dict]:
     """Every eval example exactly once; the last batch padded, mask 0 there."""
     size = self.eval_batch_size

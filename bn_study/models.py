@@ -18,9 +18,9 @@ class SeedCNN(nn.Module):
   """Convs (ReLU) -> flatten -> dense (ReLU) -> logits.
 
   Each layer's output (after its ReLU) is sown into flax's `intermediates`
-  collection as `<layer>_out` (flax forbids reusing the layer's own name), for
-  shape tables and instruments; it costs nothing unless the caller asks for
-  that collection, and `init` leaves it out.
+  collection as `<layer>_out` (flax forbids reusing the layer's own name), and
+  the input to its ReLU as `<layer>_preact`, for shape tables and instruments;
+  they cost nothing unless the caller asks for that collection.
   """
   model_config: Any  # The config's `model` block.
   num_classes: int
@@ -54,6 +54,7 @@ class SeedCNN(nn.Module):
       if not last:
         if norm_pre_act:
           x = norm(x, name)
+        self.sow('intermediates', f'{name}_preact', x)  # The act/ instrument.
         x = nn.relu(x)
         if norm_post_act:
           x = norm(x, name)

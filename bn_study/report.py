@@ -226,6 +226,197 @@ def plot_eval(groups, mode, path):
   plt.close(fig)
 
 
+# Instruments (bn_study/analysis.py), where the runs logged them.
+
+
+def _layers(runs, prefix, suffix):
+  """Layer names of tags `<prefix>/<layer>/<suffix>` in first-logged order."""
+  out = []
+  for r in runs:
+    for tag in r.scalars:
+      parts = tag.split('/')
+      if len(parts) == 3 and parts[0] == prefix and parts[2] == suffix:
+        if parts[1] not in out:
+          out.append(parts[1])
+  return out
+
+
+def _mean_curve(runs, tag):
+  curves = [(r.scalars[tag].steps, r.scalars[tag].values) for r in runs
+            if tag in r.scalars]
+  return _band(curves)[:2] if curves else None
+
+
+def plot_act(groups, layers, path, unit=''):
+  """Ioffe & Szegedy's Figure 1 per layer: p15..p85 band and p50 over steps."""
+  plt = _plt()
+  fig, axes = plt.subplots(len(layers), len(groups), squeeze=False,
+                           figsize=(3.6 * len(groups), 2.2 * len(layers)),
+                           sharex=True)
+  for j, g in enumerate(groups):
+    for i, layer in enumerate(layers):
+      ax = axes[i][j]
+      base = f'act/{layer}/{unit}'
+      curves = {q: _mean_curve(g.runs, base + q) for q in ('p15', 'p50', 'p85')}
+      if all(c is not None for c in curves.values()):
+        ax.fill_between(curves['p15'][0], curves['p15'][1], curves['p85'][1],
+                        color=f'C{j}', alpha=0.25, lw=0)
+        for q, c in curves.items():
+          ax.plot(c[0], c[1], color=f'C{j}', lw=1.5 if q == 'p50' else 0.7)
+      if i == 0:
+        ax.set_title(g.label, fontsize=8)
+      if j == 0:
+        ax.set_ylabel(layer, fontsize=8)
+      ax.tick_params(labelsize=7)
+      ax.grid(alpha=0.3)
+  for ax in axes[-1]:
+    ax.set_xlabel('step', fontsize=8)
+  what = 'first unit' if unit else 'all units'
+  fig.suptitle(f'Input to each ReLU, probe batch, {what}:\n15th, 50th, '
+               '85th percentiles (mean over seeds)', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_per_layer(groups, prefix, layers, metrics, path, title, log=()):
+  """Rows = metrics, columns = layers; one line per group (mean over seeds)."""
+  plt = _plt()
+  fig, axes = plt.subplots(len(metrics), len(layers), squeeze=False,
+                           figsize=(2.8 * len(layers), 2.4 * len(metrics)),
+                           sharex=True)
+  for i, metric in enumerate(metrics):
+    for k, layer in enumerate(layers):
+      ax = axes[i][k]
+      for j, g in enumerate(groups):
+        c = _mean_curve(g.runs, f'{prefix}/{layer}/{metric}')
+        if c is not None:
+          ax.plot(c[0], c[1], color=f'C{j}', lw=1.2, label=g.label)
+      if metric in log:
+        ax.set_yscale('log')
+      ax.set_title(f'{layer}: {metric}', fontsize=8)
+      ax.tick_params(labelsize=7)
+      ax.grid(alpha=0.3)
+  axes[0][0].legend(fontsize=6)
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_smoothness(groups, path):
+  plt = _plt()
+  metrics = ('loss_range', 'grad_change_max', 'beta_max')
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+  for ax, metric in zip(axes, metrics):
+    for j, g in enumerate(groups):
+      c = _mean_curve(g.runs, f'smoothness/{metric}')
+      if c is not None:
+        ax.plot(c[0], c[1], color=f'C{j}', lw=1.2, label=g.label)
+    ax.set_yscale('log')
+    ax.set_title(metric, fontsize=9)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle('Loss landscape along the gradient (Santurkar et al. 2018); '
+               'mean over seeds', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _median_over_steps(runs, tag, skip_first=True):
+  """Median over logged steps (after step 0) per run, then mean over runs."""
+  meds = []
+  for r in runs:
+    if tag in r.scalars:
+      s = r.scalars[tag]
+      vals = s.values[s.steps > 0] if skip_first else s.values
+      if len(vals):
+        meds.append(float(np.median(vals)))
+  return float(np.mean(meds)) if meds else None
+
+
+def instrument_sections(groups, out) -> List[str]:
+  """Report sections for the act/, ics/, smoothness/ and norms/ scalars."""
+  runs = [r for g in groups for r in g.runs]
+  lines = []
+  act_layers = _layers(runs, 'act', 'p50')
+  if act_layers:
+    plot_act(groups, act_layers, os.path.join(out, 'act.png'))
+    unit = bool(_layers(runs, 'act', 'unit0') or any(
+        t.endswith('/unit0/p50') for r in runs for t in r.scalars))
+    lines += ['## Activations (act/)', '',
+              'The input to each ReLU on a fixed probe batch (the eval '
+              "split's first images, BN in train mode), as in Ioffe & "
+              'Szegedy\'s Figure 1: median and 15th..85th percentile band '
+              'over training.', '', '![act](act.png)', '']
+    if unit:
+      plot_act(groups, act_layers, os.path.join(out, 'act_unit0.png'),
+               unit='unit0/')
+      lines += ['The same for one fixed unit (the first channel) per layer:',
+                '', '![act, one unit](act_unit0.png)', '']
+    rows = ['| group | ' + ' | '.join(f'{l} p15 / p50 / p85 (first → last)'
+                                      for l in act_layers) + ' |',
+            '|' + ' --- |' * (len(act_layers) + 1)]
+    for g in groups:
+      cells = []
+      for layer in act_layers:
+        ends = []
+        for q in ('p15', 'p50', 'p85'):
+          c = _mean_curve(g.runs, f'act/{layer}/{q}')
+          ends.append(None if c is None else (c[1][0], c[1][-1]))
+        cells.append('-' if None in ends else ' / '.join(
+            f'{a:.2f}→{b:.2f}' for a, b in ends))
+      rows.append(f'| {g.label} | ' + ' | '.join(cells) + ' |')
+    lines += rows + ['']
+  ics_layers = _layers(runs, 'ics', 'l2')
+  if ics_layers:
+    plot_per_layer(groups, 'ics', ics_layers, ('l2', 'cos'),
+                   os.path.join(out, 'ics.png'),
+                   'Internal covariate shift (Santurkar et al. 2018): '
+                   '||G - G\'|| and cos(G, G\'), mean over seeds',
+                   log=('l2',))
+    lines += ['## Internal covariate shift (ics/)', '',
+              "G = a layer's gradient; G' = the same after the layers "
+              "below it took this step's update (same batch). Median over "
+              'the logged steps after step 0, mean over seeds:', '',
+              '| group | ' + ' | '.join(f'{l} ‖G−G′‖ / cos' for l in ics_layers)
+              + ' |', '|' + ' --- |' * (len(ics_layers) + 1)]
+    for g in groups:
+      cells = []
+      for layer in ics_layers:
+        l2 = _median_over_steps(g.runs, f'ics/{layer}/l2')
+        cos = _median_over_steps(g.runs, f'ics/{layer}/cos')
+        cells.append('-' if l2 is None else f'{l2:.3g} / {cos:.3f}')
+      lines.append(f'| {g.label} | ' + ' | '.join(cells) + ' |')
+    lines += ['', '![ics](ics.png)', '']
+  if any('smoothness/loss_range' in r.scalars for r in runs):
+    plot_smoothness(groups, os.path.join(out, 'smoothness.png'))
+    lines += ['## Loss landscape (smoothness/)', '',
+              'Along the gradient g, at step sizes around the learning rate: '
+              'the range of the loss, the largest gradient change, and that '
+              'change per unit of distance (effective β-smoothness). Median '
+              'over the logged steps after step 0, mean over seeds:', '',
+              '| group | loss range | max ‖∇L(w−ηg) − g‖ | β |',
+              '| --- | --- | --- | --- |']
+    for g in groups:
+      vals = [_median_over_steps(g.runs, f'smoothness/{m}')
+              for m in ('loss_range', 'grad_change_max', 'beta_max')]
+      lines.append(f'| {g.label} | ' + ' | '.join(
+          '-' if v is None else f'{v:.3g}' for v in vals) + ' |')
+    lines += ['', '![smoothness](smoothness.png)', '']
+  norm_layers = _layers(runs, 'norms', 'update_ratio')
+  if norm_layers:
+    plot_per_layer(groups, 'norms', norm_layers, ('w', 'update_ratio'),
+                   os.path.join(out, 'norms.png'),
+                   '||W|| and ||update|| / ||W|| per layer (the effective '
+                   'learning rate), mean over seeds', log=('update_ratio',))
+    lines += ['## Weights and effective learning rate (norms/)', '',
+              '![norms](norms.png)', '']
+  return lines
+
+
 # The report.
 
 
@@ -316,6 +507,8 @@ def write_report(roots: Sequence[str], out: str,
           f'{fmt_mean_std(final_loss)} | '
           f'{fmt_mean_std([e["lowest_loss_epoch"] for e in ents if "lowest_loss_epoch" in e], 1)} |')
     lines += ['', _per_epoch_table(groups, mode), '', f'![{mode}]({png})', '']
+
+  lines += instrument_sections(groups, out)
 
   lines += ['## Runs', '', '| group | seed | status | ' + ' | '.join(thr_cols) +
             ' | ' + ' | '.join(f'final {m}/accuracy' for m in modes) +

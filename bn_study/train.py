@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from bn_study import analysis
 from bn_study import checkpoints
 from bn_study import errors
 from bn_study import input_pipeline
@@ -318,6 +319,8 @@ def validate(config):
     if not isinstance(config[field], bool):
       raise errors.UserError(f'{field}={config[field]!r} must be True or False.')
   models.validate(config.model)
+  validate_analysis(config.analysis)
+
   modes = eval_stats_modes(config)
   if config.model.norm == 'ghost_batch':
     vbs = config.model.virtual_batch_size
@@ -328,6 +331,24 @@ def validate(config):
             f'model.virtual_batch_size={vbs} does not divide '
             f'{field}={config[field]}; use a divisor of it (ghost batches '
             'split every batch they normalize).')
+
+
+def validate_analysis(cfg):
+  if (isinstance(cfg.every_steps, bool) or not isinstance(cfg.every_steps, int)
+      or cfg.every_steps < 0):
+    raise errors.UserError(f'analysis.every_steps={cfg.every_steps!r} must be '
+                           'a non-negative integer (0 = off).')
+  for name in analysis.INSTRUMENTS:
+    if not isinstance(cfg[name], bool):
+      raise errors.UserError(f'analysis.{name}={cfg[name]!r} must be True or '
+                             'False.')
+  errors.check_positive_int('analysis.probe_size', cfg.probe_size)
+  multipliers = cfg.smoothness_lr_multipliers
+  if (not isinstance(multipliers, (tuple, list)) or not multipliers or
+      not all(isinstance(m, (int, float)) and m > 0 for m in multipliers)):
+    raise errors.UserError(
+        f'analysis.smoothness_lr_multipliers={multipliers!r} must be a '
+        'non-empty tuple of positive numbers, e.g. "(0.5,1.0,2.0,4.0)".')
 
 
 def train_and_evaluate(config, workdir: str) -> TrainState:
@@ -384,6 +405,17 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
                                            writer=writer)
+  instruments = analysis.enabled(config.analysis)
+  if instruments:
+    mesh_lib.check_batch_size('analysis.probe_size',
+                              config.analysis.probe_size, mesh)
+    measure = analysis.jit_measure(
+        repl, mesh_lib.batch_sharding(mesh), instruments,
+        config.analysis.smoothness_lr_multipliers)
+    probe = mesh_lib.global_batch(
+        pipeline.probe(config.analysis.probe_size), mesh)['image']
+    logging.info('Instruments every %d steps: %s.',
+                 config.analysis.every_steps, ', '.join(instruments))
   start_epoch, start_in_epoch = divmod(step, steps_per_epoch)
   logging.info('Training %d epochs of %d steps (batch %d) from step %d on %d '
                'devices.', config.num_epochs, steps_per_epoch,
@@ -394,8 +426,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         for batch in pipeline.train(epoch, start_in_epoch):
           if preempt.requested(step):
             _stop_preempted(step, state, train_metrics, ckpts, writer)
-          state, train_metrics = steps.train(
-              state, mesh_lib.global_batch(batch, mesh), train_metrics)
+          batch = mesh_lib.global_batch(batch, mesh)
+          if instruments and step % config.analysis.every_steps == 0:
+            # Before the step: measure() reads the state the step donates.
+            writer.write_scalars(step, jax.device_get(measure(
+                state, batch, probe, float(schedule(step)))))
+          state, train_metrics = steps.train(state, batch, train_metrics)
           step += 1
           preempt.after_step(step)
           report(step)

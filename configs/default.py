@@ -106,4 +106,18 @@ def get_config():
   # PreciseBN leaves the checkpointed running averages alone unless this is
   # True; then they are replaced by the PreciseBN statistics after each epoch.
   config.precise_bn_replaces_ema = False
+
+  # Instruments (bn_study/analysis.py): measured every `every_steps` steps
+  # (0 = off) on the state before that step's update, logged at that step.
+  # None changes the training trajectory.
+  config.analysis = ml_collections.ConfigDict()
+  config.analysis.every_steps = 0
+  config.analysis.act = True  # act/: percentiles of each ReLU's input.
+  config.analysis.ics = True  # ics/: Santurkar et al.'s ICS per layer.
+  config.analysis.smoothness = True  # smoothness/: along the gradient.
+  config.analysis.norms = True  # norms/: ||W||, ||grad||, update/||W||, gamma.
+  # act/ runs on the eval split's first probe_size images, BN in train mode.
+  config.analysis.probe_size = 500
+  # smoothness/ steps: multiples of the learning rate along the gradient.
+  config.analysis.smoothness_lr_multipliers = (0.5, 1.0, 2.0, 4.0)
   return config
