@@ -13,6 +13,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bn_study import compilation_cache
 from bn_study import errors
 from bn_study import mesh
 from bn_study import predict
@@ -31,6 +32,9 @@ flags.DEFINE_string('coordinator_address', None,
                     'else; with --num_processes and --process_id.')
 flags.DEFINE_integer('num_processes', None, 'Processes in the job.')
 flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
+flags.DEFINE_string('compilation_cache_dir', compilation_cache.DEFAULT_DIR,
+                    'JAX\'s persistent compilation cache, so relaunches skip '
+                    'compiling; empty turns it off.')
 config_flags.DEFINE_config_file('config', None, 'A config file in configs/.',
                                  lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -39,6 +43,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  compilation_cache.enable(FLAGS.compilation_cache_dir)
   try:
     mesh.initialize_distributed(FLAGS.coordinator_address,
                                 FLAGS.num_processes, FLAGS.process_id,

@@ -32,6 +32,14 @@ class DatasetInfo:
   num_eval: int
 
 
+def is_prepared(config) -> bool:
+  """Whether the dataset is ready to read, without trying to download it."""
+  try:
+    return tfds.builder(config.dataset, data_dir=config.data_dir).is_prepared()
+  except tfds.core.registered.DatasetNotFoundError:
+    return False
+
+
 def _builder(config) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder, or a UserError that says how to prepare it."""
   where = config.data_dir or 'the TFDS default (~/tensorflow_datasets or $TFDS_DATA_DIR)'

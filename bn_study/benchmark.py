@@ -1,0 +1,354 @@
+r"""How fast the train step runs, against what the device can do.
+
+  python -m bn_study.benchmark --config=configs/wbn.py --batch_sizes=128,2500 --json=out.json
+
+For each batch size, after warm-up, timing with `block_until_ready` and taking
+medians over repeats: train step time and images/s, eval images/s, the step's
+FLOPs from XLA's cost analysis and the FLOP/s achieved, and
+`roofline_fraction` = achieved FLOP/s / the FLOP/s of a large float32 matmul
+timed on the same device in the same run. Once per run: train-step compile
+time cold and with the persistent compilation cache warm, input pipeline
+images/s on its own, the end-to-end wall time of one epoch against
+steps x step time + eval, and BN's overhead (this config's step time over the
+same config with model.norm=none). Prints a table; --json writes
+{"device", "jax_version", "date", "matmul_flops_per_sec", "results": [...]}.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from typing import Callable, Dict, List, Sequence
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow_datasets as tfds
+
+from bn_study import compilation_cache
+from bn_study import errors
+from bn_study import input_pipeline
+from bn_study import mesh as mesh_lib
+from bn_study import models
+from bn_study import train
+
+MATMUL_SIZE = 4096
+
+
+# Arithmetic, kept apart so tests can check it on fixed inputs.
+
+
+def median_seconds(times: Sequence[float]) -> float:
+  if not times:
+    raise ValueError('no timings')
+  return float(statistics.median(times))
+
+
+def flops_per_sec(flops: float, seconds: float) -> float:
+  return flops / seconds
+
+
+def matmul_flops(n: int) -> float:
+  """Multiply-adds of an n x n by n x n matmul, counted as 2 FLOPs each."""
+  return 2.0 * n ** 3
+
+
+def roofline_fraction(achieved: float, reference: float) -> float:
+  return achieved / reference
+
+
+def images_per_sec(batch_size: int, seconds: float) -> float:
+  return batch_size / seconds
+
+
+def epoch_gap(wall: float, predicted: float) -> float:
+  """How far the measured epoch is above steps x step time + eval (0.1 = 10%)."""
+  return wall / predicted - 1.0
+
+
+def time_calls(fn: Callable[[], object], repeats: int, warmup: int
+               ) -> List[float]:
+  """Seconds per call of fn (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+# Measurements.
+
+
+def reference_matmul(repeats: int, n: int = MATMUL_SIZE) -> float:
+  """FLOP/s of an n x n float32 matmul on the default device."""
+  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+  dot = jax.jit(jnp.dot)
+  times = time_calls(lambda: dot(a, b).block_until_ready(), repeats, 2)
+  return flops_per_sec(matmul_flops(n), median_seconds(times))
+
+
+@dataclasses.dataclass
+class Setup:
+  config: object
+  mesh: object
+  model: object
+  state: object
+  steps: train.Steps
+  image_shape: tuple
+  num_classes: int
+
+
+def _setup(config, info, steps_per_epoch) -> Setup:
+  mesh = mesh_lib.make_mesh()
+  model = models.create_model(config.model, info.num_classes,
+                              config.num_epochs * steps_per_epoch, mesh.size)
+  tx, schedule = train.make_optimizer(config, steps_per_epoch)
+  state = train.create_train_state(config, model, info.image_shape, tx, mesh)
+  return Setup(config, mesh, model, state, train.jit_steps(mesh, schedule),
+               info.image_shape, info.num_classes)
+
+
+def _fake_batch(setup: Setup, batch_size: int, eval_mask: bool = False):
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.random((batch_size, *setup.image_shape), np.float32),
+           'label': rng.integers(0, setup.num_classes, batch_size)}
+  if eval_mask:
+    batch['mask'] = np.ones(batch_size, np.float32)
+  return mesh_lib.global_batch(batch, setup.mesh)
+
+
+def compile_times(setup: Setup, batch_size: int) -> Dict[str, float]:
+  """Train-step compile seconds: cold, then from the persistent cache."""
+  batch = _fake_batch(setup, batch_size)
+  metrics = train.TrainMetrics.empty()
+  out = {}
+  for label in ('compile_cold_s', 'compile_warm_cache_s'):
+    jax.clear_caches()  # Drop in-memory executables; the disk cache stays.
+    lowered = setup.steps.train.lower(setup.state, batch, metrics)
+    start = time.perf_counter()
+    lowered.compile()
+    out[label] = time.perf_counter() - start
+  return out
+
+
+def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
+                       warmup: int, reference: float) -> Dict[str, float]:
+  batch = _fake_batch(setup, batch_size)
+  compiled = setup.steps.train.lower(
+      setup.state, batch, train.TrainMetrics.empty()).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost['flops'])
+  # The step donates its state: thread it through the timed calls.
+  holder = {'state': jax.tree.map(jnp.copy, setup.state),
+            'metrics': train.TrainMetrics.empty()}
+
+  def step():
+    holder['state'], holder['metrics'] = setup.steps.train(
+        holder['state'], batch, holder['metrics'])
+    jax.block_until_ready(holder['state'])
+
+  step_s = median_seconds(time_calls(step, repeats, warmup))
+  eval_batch = _fake_batch(setup, batch_size, eval_mask=True)
+
+  def eval_call():
+    jax.block_until_ready(setup.steps.eval(
+        holder['state'], eval_batch, train.EvalMetrics.empty()))
+
+  eval_s = median_seconds(time_calls(eval_call, repeats, warmup))
+  achieved = flops_per_sec(flops, step_s)
+  return {'batch_size': batch_size, 'step_s': step_s,
+          'images_per_sec': images_per_sec(batch_size, step_s),
+          'eval_images_per_sec': images_per_sec(batch_size, eval_s),
+          'flops_per_step': flops, 'flops_per_sec': achieved,
+          'roofline_fraction': roofline_fraction(achieved, reference)}
+
+
+def pipeline_rate(config, num_batches: int) -> Dict[str, float]:
+  """Input pipeline images/s alone: decode, shuffle, batch, as training reads it."""
+  pipeline = input_pipeline.Pipeline(config)
+  it = pipeline.train(0)
+  next(it)  # Fills the shuffle buffer and cache start.
+  start = time.perf_counter()
+  n = 0
+  for _ in range(num_batches):
+    try:
+      n += len(next(it)['label'])
+    except StopIteration:
+      it = pipeline.train(1)
+  return {'pipeline_images_per_sec': n / (time.perf_counter() - start)}
+
+
+def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
+                     ) -> Dict[str, float]:
+  """One real epoch through train_and_evaluate, against its prediction."""
+  config = config.copy_and_resolve_references()
+  config.num_epochs = 1
+  config.eval_stats = 'ema'
+  start = time.perf_counter()
+  train.train_and_evaluate(config, workdir)
+  wall = time.perf_counter() - start
+  pipeline = input_pipeline.Pipeline(config)
+  predicted = pipeline.steps_per_epoch * step_s + eval_s
+  return {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
+          'epoch_gap': epoch_gap(wall, predicted)}
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  config_flags.DEFINE_config_file('config', 'configs/wbn.py',
+                                  'The config to benchmark.')
+  flags.DEFINE_list('batch_sizes', ['128', '2500'], 'Global batch sizes.')
+  flags.DEFINE_integer('repeats', 10, 'Timed calls per measurement.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed calls before timing.')
+  flags.DEFINE_integer('pipeline_batches', 20, 'Batches for the input '
+                       'pipeline rate.')
+  flags.DEFINE_integer('epoch_batch_size', None, 'Batch size of the '
+                       'end-to-end epoch (default: the largest); 0 skips it.')
+  flags.DEFINE_bool('bn_overhead', True, 'Also time model.norm=none.')
+  flags.DEFINE_integer('mock_examples', 50000, 'Examples per split of the '
+                       'mock data used when the dataset is not prepared.')
+  flags.DEFINE_string('json', None, 'Write the results here.')
+  flags.DEFINE_string('compilation_cache_dir', None, 'Persistent cache for '
+                      'the warm-compile figure (default: a fresh temp dir).')
+
+
+def run(config, batch_sizes, repeats, warmup, pipeline_batches,
+        epoch_batch_size, bn_overhead, cache_dir, data: str) -> dict:
+  """Every measurement; `data` says what the pipeline reads (real or mock)."""
+  compilation_cache.enable(cache_dir)
+  pipeline = input_pipeline.Pipeline(config)
+  info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
+  reference = reference_matmul(repeats)
+  rows = []
+  none_config = config.copy_and_resolve_references()
+  none_config.model.norm = 'none'
+  first = True
+  for batch_size in batch_sizes:
+    cfg = config.copy_and_resolve_references()
+    cfg.batch_size = cfg.eval_batch_size = batch_size
+    setup = _setup(cfg, info, steps_per_epoch)
+    row = {}
+    if first:
+      row.update(compile_times(setup, batch_size))
+      first = False
+    row.update(measure_batch_size(setup, batch_size, repeats, warmup,
+                                  reference))
+    if bn_overhead and config.model.norm != 'none':
+      ncfg = none_config.copy_and_resolve_references()
+      ncfg.batch_size = ncfg.eval_batch_size = batch_size
+      none_row = measure_batch_size(_setup(ncfg, info, steps_per_epoch),
+                                    batch_size, repeats, warmup, reference)
+      row['bn_overhead'] = row['step_s'] / none_row['step_s']
+    rows.append(row)
+  extras = {}
+  pcfg = config.copy_and_resolve_references()
+  pcfg.batch_size = max(batch_sizes)
+  extras.update(pipeline_rate(pcfg, pipeline_batches))
+  if epoch_batch_size != 0:
+    size = epoch_batch_size or max(batch_sizes)
+    row = next((r for r in rows if r['batch_size'] == size), None)
+    if row is not None:
+      ecfg = config.copy_and_resolve_references()
+      ecfg.batch_size = ecfg.eval_batch_size = size
+      eval_s = (info.num_eval / row['eval_images_per_sec'])
+      with tempfile.TemporaryDirectory() as workdir:
+        extras.update(epoch_end_to_end(ecfg, workdir, row['step_s'], eval_s))
+      extras['epoch_batch_size'] = size
+  return {'device': str(jax.devices()[0].device_kind),
+          'platform': jax.devices()[0].platform,
+          'device_count': jax.device_count(),
+          'jax_version': jax.__version__,
+          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec='seconds'),
+          'config_norm': config.model.norm, 'data': data,
+          'reference': f'{MATMUL_SIZE}x{MATMUL_SIZE} float32 jnp.dot',
+          'matmul_flops_per_sec': reference, 'results': rows, **extras}
+
+
+def format_table(result: dict) -> str:
+  lines = [f'{result["device"]} x{result["device_count"]}, jax '
+           f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
+           f'reference: {result["reference"]} = '
+           f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s', '',
+           f'{"batch":>6} {"step ms":>9} {"img/s":>9} {"eval img/s":>11} '
+           f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"roofline":>9} {"BN x":>6}']
+  for r in result['results']:
+    bn = f'{r["bn_overhead"]:.2f}' if 'bn_overhead' in r else '-'
+    lines.append(
+        f'{r["batch_size"]:>6} {r["step_s"] * 1e3:>9.1f} '
+        f'{r["images_per_sec"]:>9.0f} {r["eval_images_per_sec"]:>11.0f} '
+        f'{r["flops_per_step"] / 1e9:>11.2f} {r["flops_per_sec"] / 1e9:>9.1f} '
+        f'{r["roofline_fraction"]:>9.2f} {bn:>6}')
+  r0 = result['results'][0]
+  if 'compile_cold_s' in r0:
+    lines.append(f'\ntrain-step compile (batch {r0["batch_size"]}): cold '
+                 f'{r0["compile_cold_s"]:.2f} s, warm persistent cache '
+                 f'{r0["compile_warm_cache_s"]:.2f} s')
+  if 'pipeline_images_per_sec' in result:
+    best = max(r['images_per_sec'] for r in result['results'])
+    lines.append(f'input pipeline alone: {result["pipeline_images_per_sec"]:.0f}'
+                 f' img/s ({result["pipeline_images_per_sec"] / best:.1f}x the '
+                 'fastest train step)')
+  if 'epoch_wall_s' in result:
+    lines.append(f'one epoch at batch {result["epoch_batch_size"]}: '
+                 f'{result["epoch_wall_s"]:.1f} s wall vs '
+                 f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
+                 f'eval ({result["epoch_gap"] * 100:+.1f}%)')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    sizes = [int(b) for b in FLAGS.batch_sizes]
+    if not sizes or min(sizes) <= 0:
+      raise ValueError
+  except ValueError:
+    print(f'error: --batch_sizes={",".join(FLAGS.batch_sizes)} must be '
+          'positive integers, e.g. 128,2500.', file=sys.stderr)
+    sys.exit(2)
+  try:
+    train.validate(FLAGS.config)
+    for size in sizes:
+      mesh_lib.check_batch_size('--batch_sizes', size, mesh_lib.make_mesh())
+    config = FLAGS.config
+    data, mock = f'{config.dataset} (prepared TFDS)', contextlib.nullcontext()
+    if not input_pipeline.is_prepared(config):
+      # Same shapes and sizes, random pixels: step times are the same, the
+      # pipeline rate is not that of decoding the real files.
+      data = f'{config.dataset} (TFDS mock data: not prepared here)'
+      mock = tfds.testing.mock_data(num_examples=FLAGS.mock_examples)
+    with tempfile.TemporaryDirectory() as tmp, mock:
+      result = run(config, sizes, FLAGS.repeats, FLAGS.warmup,
+                   FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
+                   FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data)
+  except errors.UserError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(format_table(result))
+  if FLAGS.json:
+    with open(FLAGS.json, 'w') as f:
+      json.dump(result, f, indent=2)
+    print(f'wrote {FLAGS.json}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

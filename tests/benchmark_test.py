@@ -1,0 +1,75 @@
+"""The benchmark's arithmetic on fixed inputs, and a smoke run at tiny sizes
+(no timing thresholds: timings belong to the benchmark, not to tests)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bn_study import benchmark
+from tests.conftest import ROOT
+from tests import helpers
+
+
+def test_arithmetic():
+  assert benchmark.median_seconds([3.0, 1.0, 2.0]) == 2.0
+  assert benchmark.median_seconds([4.0, 1.0, 2.0, 3.0]) == 2.5
+  with pytest.raises(ValueError):
+    benchmark.median_seconds([])
+  assert benchmark.matmul_flops(4096) == 2 * 4096 ** 3
+  assert benchmark.flops_per_sec(26.3e9, 0.29) == pytest.approx(90.69e9, rel=1e-3)
+  assert benchmark.roofline_fraction(90e9, 165e9) == pytest.approx(0.5454, rel=1e-3)
+  assert benchmark.images_per_sec(128, 0.25) == 512
+  assert benchmark.epoch_gap(66.0, 60.0) == pytest.approx(0.1)
+
+
+def test_time_calls_counts_warmup_and_repeats():
+  calls = []
+  times = benchmark.time_calls(lambda: calls.append(1), repeats=4, warmup=2)
+  assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
+
+
+def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', '--config=configs/tiny.py',
+       f'--config.dataset={helpers.LEARNABLE}',
+       f'--config.data_dir={learnable_data_dir}', '--batch_sizes=8,16',
+       '--repeats=2', '--warmup=1', '--pipeline_batches=2',
+       f'--compilation_cache_dir={tmp_path / "cache"}', f'--json={out}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'roofline' in proc.stdout and 'warm persistent cache' in proc.stdout
+  result = json.loads(out.read_text())
+  assert result['jax_version'] and result['device'] and result['date']
+  assert 'prepared TFDS' in result['data']
+  assert [r['batch_size'] for r in result['results']] == [8, 16]
+  for row in result['results']:
+    assert row['images_per_sec'] > 0 and row['flops_per_step'] > 0
+    assert row['roofline_fraction'] == pytest.approx(
+        row['flops_per_sec'] / result['matmul_flops_per_sec'])
+    assert row['bn_overhead'] > 0
+  assert result['epoch_wall_s'] > 0 and result['pipeline_images_per_sec'] > 0
+  assert os.listdir(tmp_path / 'cache')  # The persistent cache was written.
+
+
+def test_bad_batch_sizes_are_a_message():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', '--batch_sizes=128,x'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2 and 'must be positive integers' in proc.stderr
+
+
+def test_without_the_dataset_it_says_mock(tmp_path):
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', '--config=configs/tiny.py',
+       f'--config.data_dir={tmp_path / "empty"}', '--batch_sizes=8',
+       '--repeats=1', '--warmup=1', '--pipeline_batches=2',
+       '--epoch_batch_size=0', '--nobn_overhead', '--mock_examples=64',
+       f'--json={out}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'TFDS mock data' in json.loads(out.read_text())['data']
