@@ -14,6 +14,60 @@ _KERNEL_INIT = nn.initializers.glorot_uniform()
 _BIAS_INIT = nn.initializers.zeros
 
 
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+
+
+class Im2colConv(nn.Module):
+  """nn.Conv's math as one matmul over patches (im2col).
+
+  The same convolution, summed in another order: XLA:CPU runs the convs'
+  backward pass several times slower than a matmul of the same FLOPs, and
+  the patch matmul at matmul speed (docs/performance.md). Parameters are
+  nn.Conv's (`kernel` (kh, kw, C, F), `bias`), initialized the same way, so
+  checkpoints and initial values match.
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int]
+  padding: str
+  use_bias: bool
+  kernel_init: Any
+  bias_init: Any
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    sh, sw = self.strides
+    kernel = self.param('kernel', self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features))
+    if self.padding == 'SAME':
+      pads = []
+      for size, k, s in ((x.shape[1], kh, sh), (x.shape[2], kw, sw)):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    # Patch features in (kh, kw, C) order, the kernel's own layout.
+    patches = jnp.concatenate(
+        [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+         for i in range(kh) for j in range(kw)], axis=-1)
+    y = (patches.reshape(n * ho * wo, kh * kw * c) @
+         kernel.reshape(kh * kw * c, self.features))
+    y = y.reshape(n, ho, wo, self.features)
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,))
+    return y
+
+
+def conv_impl(model_config) -> str:
+  """'xla' or 'im2col' for this config on this backend."""
+  if model_config.conv_impl != 'auto':
+    return model_config.conv_impl
+  return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+
+
 class SeedCNN(nn.Module):
   """Convs (ReLU) -> flatten -> dense (ReLU) -> logits.
 
@@ -61,12 +115,13 @@ class SeedCNN(nn.Module):
       self.sow('intermediates', f'{name}_out', x)
       return x
 
+    conv = Im2colConv if conv_impl(cfg) == 'im2col' else nn.Conv
     for i, (features, stride) in enumerate(zip(cfg.filters, cfg.strides)):
       name = f'conv{i + 1}'
-      x = layer(x, name, lambda use_bias, name=name, f=features, s=stride: nn.Conv(
-          f, (cfg.kernel_size, cfg.kernel_size), strides=(s, s),
-          padding=cfg.padding, use_bias=use_bias, kernel_init=_KERNEL_INIT,
-          bias_init=_BIAS_INIT, name=name))
+      x = layer(x, name, lambda use_bias, name=name, f=features, s=stride: conv(
+          features=f, kernel_size=(cfg.kernel_size, cfg.kernel_size),
+          strides=(s, s), padding=cfg.padding, use_bias=use_bias,
+          kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, name=name))
     x = x.reshape((x.shape[0], -1))
     self.sow('intermediates', 'flatten_out', x)
     for i, features in enumerate(cfg.dense):
@@ -95,6 +150,7 @@ def validate(model_config):
         'per conv layer).')
   errors.check_positive_int('model.kernel_size', model_config.kernel_size)
   errors.check_choice('model.padding', model_config.padding, ('VALID', 'SAME'))
+  errors.check_choice('model.conv_impl', model_config.conv_impl, CONV_IMPLS)
   norms.validate(model_config)
 
 

@@ -1,11 +1,14 @@
 """The seed CNN: collections, shapes, placement, bad names."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from bn_study import errors
 from bn_study import models
+from configs import tiny
 from configs import wbn
 from configs import wobn
 
@@ -95,3 +98,38 @@ def test_post_act_normalizes_after_the_relu_and_keeps_biases():
   variables = model.init(jax.random.key(0), x, train=False)
   _, new = model.apply(variables, x, train=True, mutable=['batch_stats'])
   assert float(new['batch_stats']['conv1_norm']['mean'].min()) >= 0.0
+
+
+@pytest.mark.parametrize('padding,stride', [('VALID', 2), ('VALID', 1),
+                                            ('SAME', 2), ('SAME', 1)])
+def test_im2col_conv_is_nn_conv(padding, stride):
+  x = jax.random.normal(jax.random.key(0), (3, 11, 10, 4))
+  kwargs = dict(features=5, kernel_size=(3, 3), strides=(stride, stride),
+                padding=padding, use_bias=True,
+                kernel_init=nn.initializers.glorot_uniform(),
+                bias_init=nn.initializers.normal(1.0))
+  ref = nn.Conv(**kwargs)
+  ours = models.Im2colConv(**kwargs)
+  variables = ref.init(jax.random.key(1), x)
+  # Same parameter tree and the same initial values from the same key.
+  ours_vars = ours.init(jax.random.key(1), x)
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(ours_vars)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_allclose(ours.apply(variables, x), ref.apply(variables, x),
+                             rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda v, x: (m.apply(v, x) ** 2).sum()
+  g_ref = jax.grad(loss(ref), argnums=(0, 1))(variables, x)
+  g_ours = jax.grad(loss(ours), argnums=(0, 1))(variables, x)
+  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_impl_choices():
+  config = tiny.get_config()
+  assert models.conv_impl(config.model) == (
+      'im2col' if jax.default_backend() == 'cpu' else 'xla')
+  config.model.conv_impl = 'xla'
+  assert models.conv_impl(config.model) == 'xla'
+  config.model.conv_impl = 'fft'
+  with pytest.raises(errors.UserError, match="model.conv_impl='fft'"):
+    models.validate(config.model)
