@@ -10,8 +10,23 @@ from bn_study import errors
 from bn_study import norms
 
 # tf.layers' defaults, which the seed used.
-_KERNEL_INIT = nn.initializers.glorot_uniform()
 _BIAS_INIT = nn.initializers.zeros
+KINDS = ('cnn', 'mlp')
+ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid}
+KERNEL_INITS = ('glorot_uniform', 'normal')
+
+
+def _kernel_init(cfg):
+  if cfg.kernel_init == 'normal':
+    return nn.initializers.normal(cfg.kernel_init_stddev)
+  return nn.initializers.glorot_uniform()
+
+
+def stacks(cfg):
+  """((conv filters), (conv strides), (dense sizes)) of the config's model."""
+  if cfg.kind == 'mlp':
+    return (), (), tuple(cfg.hidden)
+  return tuple(cfg.filters), tuple(cfg.strides), tuple(cfg.dense)
 
 
 CONV_IMPLS = ('auto', 'xla', 'im2col')
@@ -69,7 +84,9 @@ def conv_impl(model_config) -> str:
 
 
 class SeedCNN(nn.Module):
-  """Convs (ReLU) -> flatten -> dense (ReLU) -> logits.
+  """Convs -> flatten -> dense layers -> logits, each followed by
+  `model.activation` (ReLU in the seed). With model.kind=mlp there are no
+  convs and the dense layers are `model.hidden` (the BN paper's MLP).
 
   Each layer's output (after its ReLU) is sown into flax's `intermediates`
   collection as `<layer>_out` (flax forbids reusing the layer's own name), and
@@ -109,34 +126,43 @@ class SeedCNN(nn.Module):
         if norm_pre_act:
           x = norm(x, name)
         self.sow('intermediates', f'{name}_preact', x)  # The act/ instrument.
-        x = nn.relu(x)
+        x = ACTIVATIONS[cfg.activation](x)
         if norm_post_act:
           x = norm(x, name)
       self.sow('intermediates', f'{name}_out', x)
       return x
 
     conv = Im2colConv if conv_impl(cfg) == 'im2col' else nn.Conv
-    for i, (features, stride) in enumerate(zip(cfg.filters, cfg.strides)):
+    kernel_init = _kernel_init(cfg)
+    filters, strides, dense = stacks(cfg)
+    for i, (features, stride) in enumerate(zip(filters, strides)):
       name = f'conv{i + 1}'
       x = layer(x, name, lambda use_bias, name=name, f=features, s=stride: conv(
           features=f, kernel_size=(cfg.kernel_size, cfg.kernel_size),
           strides=(s, s), padding=cfg.padding, use_bias=use_bias,
-          kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT, name=name))
+          kernel_init=kernel_init, bias_init=_BIAS_INIT, name=name))
     x = x.reshape((x.shape[0], -1))
     self.sow('intermediates', 'flatten_out', x)
-    for i, features in enumerate(cfg.dense):
+    for i, features in enumerate(dense):
       name = f'dense{i + 1}'
       x = layer(x, name, lambda use_bias, name=name, f=features: nn.Dense(
-          f, use_bias=use_bias, kernel_init=_KERNEL_INIT, bias_init=_BIAS_INIT,
+          f, use_bias=use_bias, kernel_init=kernel_init, bias_init=_BIAS_INIT,
           name=name))
     return layer(x, 'logits', lambda use_bias: nn.Dense(
-        self.num_classes, use_bias=use_bias, kernel_init=_KERNEL_INIT,
+        self.num_classes, use_bias=use_bias, kernel_init=kernel_init,
         bias_init=_BIAS_INIT, name='logits'), last=True)
 
 
 def validate(model_config):
   """The architecture's fields, then the normalizer's (norms.validate)."""
-  for field in ('filters', 'strides', 'dense'):
+  errors.check_choice('model.kind', model_config.kind, KINDS)
+  errors.check_choice('model.activation', model_config.activation,
+                      tuple(ACTIVATIONS))
+  errors.check_choice('model.kernel_init', model_config.kernel_init,
+                      KERNEL_INITS)
+  errors.check_number('model.kernel_init_stddev',
+                      model_config.kernel_init_stddev, 0, low_open=True)
+  for field in ('filters', 'strides', 'dense', 'hidden'):
     value = model_config[field]
     if (not isinstance(value, (tuple, list)) or
         not all(isinstance(v, int) and v > 0 for v in value)):
@@ -170,9 +196,9 @@ def layer_shapes(model: nn.Module, input_shape: Sequence[int]
   _, state = jax.eval_shape(
       lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
       variables, x)
-  cfg = model.model_config
-  order = ([f'conv{i + 1}' for i in range(len(cfg.filters))] + ['flatten']
-           + [f'dense{i + 1}' for i in range(len(cfg.dense))] + ['logits'])
+  filters, _, dense = stacks(model.model_config)
+  order = ([f'conv{i + 1}' for i in range(len(filters))] + ['flatten']
+           + [f'dense{i + 1}' for i in range(len(dense))] + ['logits'])
   return {name: tuple(state['intermediates'][f'{name}_out'][0].shape)
           for name in order}
 

@@ -303,6 +303,12 @@ def validate(config):
                 'log_every_steps', 'checkpoint_every_epochs',
                 'max_checkpoints_to_keep', 'precise_bn_batches'):
     errors.check_positive_int(field, config[field])
+  if (isinstance(config.eval_every_steps, bool) or
+      not isinstance(config.eval_every_steps, int) or
+      config.eval_every_steps < 0):
+    raise errors.UserError(
+        f'eval_every_steps={config.eval_every_steps!r} must be a non-negative '
+        'integer (0: evaluate after each epoch only).')
   if not isinstance(config.seed, int) or isinstance(config.seed, bool):
     raise errors.UserError(f'seed={config.seed!r} must be an integer.')
   errors.check_choice('optimizer', config.optimizer, OPTIMIZERS)
@@ -441,6 +447,11 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                                         for k, v in values.items()})
             train_metrics = jax.device_put(TrainMetrics.empty(), repl)
             _check_finite(values, step, config, ckpts)
+          if (config.eval_every_steps and step % config.eval_every_steps == 0
+              and step % steps_per_epoch):  # Epoch ends evaluate below.
+            with report.timed('eval'):
+              state = _evaluate_all(config, modes, precise, steps, state,
+                                    pipeline, mesh, epoch, step, writer)
         start_in_epoch = 0
         with report.timed('eval'):
           state = _evaluate_all(config, modes, precise, steps, state, pipeline,

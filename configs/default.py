@@ -42,6 +42,9 @@ def get_config():
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
   config.log_every_steps = 2
+  # Evaluate every this many steps as well as after each epoch (0: after each
+  # epoch only).
+  config.eval_every_steps = 0
   # A non-finite loss or gradient norm: stop (with a message, at the next
   # log step, keeping the last good checkpoint) or skip such steps.
   config.nonfinite = 'stop'
@@ -49,6 +52,14 @@ def get_config():
   config.max_checkpoints_to_keep = 3
 
   config.model = ml_collections.ConfigDict()
+  # cnn: `filters` convs then `dense` layers (the seed). mlp: `hidden` dense
+  # layers only (the BN paper's MNIST network, configs/bn_paper_fig1.py).
+  config.model.kind = 'cnn'
+  config.model.hidden = (100, 100, 100)  # mlp only.
+  config.model.activation = 'relu'  # relu | sigmoid, after every hidden layer.
+  # glorot_uniform (tf.layers' default, the seed's) | normal (stddev below).
+  config.model.kernel_init = 'glorot_uniform'
+  config.model.kernel_init_stddev = 0.1
   config.model.filters = (30, 50, 60)
   config.model.strides = (2, 1, 1)
   config.model.kernel_size = 3

@@ -133,3 +133,27 @@ def test_conv_impl_choices():
   config.model.conv_impl = 'fft'
   with pytest.raises(errors.UserError, match="model.conv_impl='fft'"):
     models.validate(config.model)
+
+
+def test_mlp_of_the_bn_paper():
+  from configs import bn_paper_fig1  # pylint: disable=g-import-not-at-top
+  config = bn_paper_fig1.get_config()
+  model = models.create_model(config.model, num_classes=10)
+  x = jnp.ones((4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  shapes = jax.tree.map(jnp.shape, variables['params'])
+  assert shapes['dense1']['kernel'] == (784, 100)
+  assert shapes['dense3']['kernel'] == (100, 100)
+  assert shapes['logits']['kernel'] == (100, 10)
+  assert 'bias' not in shapes['dense1']  # BN before the sigmoid drops it.
+  assert set(variables['batch_stats']) == {'dense1_norm', 'dense2_norm',
+                                           'dense3_norm'}
+  # Small Gaussian weights, as the paper; N(0, 0.1^2) here.
+  assert abs(float(variables['params']['dense1']['kernel'].std()) - 0.1) < 0.005
+  _, inter = model.apply(variables, x, train=True,
+                         mutable=['intermediates', 'batch_stats'])
+  pre = inter['intermediates']['dense2_preact'][0]
+  out = inter['intermediates']['dense2_out'][0]
+  np.testing.assert_allclose(out, jax.nn.sigmoid(pre), rtol=1e-6)
+  nobn = bn_paper_fig1.get_config('nobn').model
+  assert nobn.norm == 'none' and nobn.activation == 'sigmoid'

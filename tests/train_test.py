@@ -290,3 +290,9 @@ def test_a_crash_in_eval_or_checkpointing_loses_nothing_before_it(
   assert [s for s, _ in scalars['train/loss']] == list(range(1, 17))
   assert [s for s, _ in scalars['eval/accuracy']] == (
       [8] if where == 'eval' else [8, 16])
+
+
+def test_eval_every_steps_adds_evals_between_epochs(tmp_path):
+  _train(tmp_path, eval_every_steps=3)
+  steps = [s for s, _ in helpers.read_scalars(str(tmp_path))['eval/accuracy']]
+  assert steps == [3, 6, 8, 9, 12, 15, 16]

@@ -1,0 +1,23 @@
+r"""Both arms of the BN paper's Figure 1 (configs/bn_paper_fig1.py), 3 seeds.
+
+  python -m bn_study.sweep --sweep=configs/sweeps/bn_paper_fig1.py --workdir=runs/bn_paper_fig1 --parallel=2
+  python -m bn_study.report runs/bn_paper_fig1 --out=docs/results/bn_paper_fig1
+
+`bn_paper_fig1.py:seeds=N` changes the number of seeds.
+"""
+
+from bn_study import sweep
+
+CONFIG = 'configs/bn_paper_fig1.py'
+
+
+def get_sweep(arg=''):
+  seeds = 3
+  if arg:
+    key, _, value = arg.partition('=')
+    if key != 'seeds' or not value.isdigit() or int(value) < 1:
+      raise sweep.SweepError(f'bn_paper_fig1 argument {arg!r}: expected '
+                             'seeds=N.')
+    seeds = int(value)
+  return sweep.product(sweep.values('model.norm', ['none', 'batch']),
+                       sweep.values('seed', list(range(seeds))))
