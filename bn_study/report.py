@@ -279,6 +279,38 @@ def plot_act(groups, layers, path, unit=''):
   plt.close(fig)
 
 
+def plot_figure1(groups, layer, path):
+  """Ioffe & Szegedy's Figure 1 on these runs: (a) test accuracy vs step per
+  group; then per group, one unit's input percentiles over training."""
+  plt = _plt()
+  fig, axes = plt.subplots(1, 1 + len(groups), squeeze=False,
+                           figsize=(4 * (1 + len(groups)), 3.4))
+  axes = axes[0]
+  for j, g in enumerate(groups):
+    curves = [(r.scalars['eval/accuracy'].steps, r.scalars['eval/accuracy'].values)
+              for r in g.runs if 'eval/accuracy' in r.scalars]
+    if curves:
+      _draw_band(axes[0], curves, g.label, f'C{j}')
+    ax = axes[1 + j]
+    base = f'act/{layer}/unit0/'
+    for q, lw in (('p15', 0.8), ('p50', 1.6), ('p85', 0.8)):
+      c = _mean_curve(g.runs, base + q)
+      if c is not None:
+        ax.plot(c[0], c[1], color=f'C{j}', lw=lw, label=q)
+    ax.set_title(f'({chr(ord("b") + j)}) {g.label}:\n{layer}, first unit, '
+                 'input percentiles', fontsize=8)
+    ax.set_xlabel('step')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  axes[0].set_title('(a) test accuracy', fontsize=9)
+  axes[0].set_xlabel('step')
+  axes[0].grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def plot_per_layer(groups, prefix, layers, metrics, path, title, log=()):
   """Rows = metrics, columns = layers; one line per group (mean over seeds)."""
   plt = _plt()
@@ -354,8 +386,13 @@ def instrument_sections(groups, out) -> List[str]:
     if unit:
       plot_act(groups, act_layers, os.path.join(out, 'act_unit0.png'),
                unit='unit0/')
+      plot_figure1(groups, act_layers[-1], os.path.join(out, 'figure1.png'))
       lines += ['The same for one fixed unit (the first channel) per layer:',
-                '', '![act, one unit](act_unit0.png)', '']
+                '', '![act, one unit](act_unit0.png)', '',
+                f'Ioffe & Szegedy\'s Figure 1 on these runs: test accuracy, '
+                f'and the input percentiles of one unit of the last hidden '
+                f'layer ({act_layers[-1]}) over training:', '',
+                '![figure 1](figure1.png)', '']
     rows = ['| group | ' + ' | '.join(f'{l} p15 / p50 / p85 (first → last)'
                                       for l in act_layers) + ' |',
             '|' + ' --- |' * (len(act_layers) + 1)]
@@ -539,7 +576,8 @@ def _per_epoch_table(groups, mode):
       if acc is None:
         continue
       for e, v in zip(epochs_of(r, acc.steps), acc.values):
-        by_epoch.setdefault(int(round(e)), []).append(v)
+        if abs(e - round(e)) < 1e-9:  # eval_every_steps adds others.
+          by_epoch.setdefault(int(round(e)), []).append(v)
     if by_epoch:
       rows.append((g.label, by_epoch))
       max_epoch = max(max_epoch, max(by_epoch))

@@ -131,8 +131,8 @@ def test_the_report_draws_the_instruments(instrumented, tmp_path):
   for section in ('## Activations (act/)', '## Internal covariate shift (ics/)',
                   '## Loss landscape (smoothness/)', '## Weights and effective'):
     assert section in text
-  for png in ('act.png', 'act_unit0.png', 'ics.png', 'smoothness.png',
-              'norms.png'):
+  for png in ('act.png', 'act_unit0.png', 'figure1.png', 'ics.png',
+              'smoothness.png', 'norms.png'):
     assert os.path.getsize(os.path.join(out, png)) > 1000, png
 
 
