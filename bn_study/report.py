@@ -272,7 +272,7 @@ def plot_act(groups, layers, path, unit=''):
   for ax in axes[-1]:
     ax.set_xlabel('step', fontsize=8)
   what = 'first unit' if unit else 'all units'
-  fig.suptitle(f'Input to each ReLU, probe batch, {what}:\n15th, 50th, '
+  fig.suptitle(f'Input to each nonlinearity, probe batch, {what}:\n15th, 50th, '
                '85th percentiles (mean over seeds)', fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
@@ -379,7 +379,7 @@ def instrument_sections(groups, out) -> List[str]:
     unit = bool(_layers(runs, 'act', 'unit0') or any(
         t.endswith('/unit0/p50') for r in runs for t in r.scalars))
     lines += ['## Activations (act/)', '',
-              'The input to each ReLU on a fixed probe batch (the eval '
+              'The input to each nonlinearity on a fixed probe batch (the eval '
               "split's first images, BN in train mode), as in Ioffe & "
               'Szegedy\'s Figure 1: median and 15th..85th percentile band '
               'over training.', '', '![act](act.png)', '']
@@ -583,8 +583,10 @@ def _per_epoch_table(groups, mode):
       max_epoch = max(max_epoch, max(by_epoch))
   if not rows:
     return ''
-  epochs = list(range(1, max_epoch + 1))
-  out = [f'Mean `{mode}/accuracy` after each epoch:', '',
+  every = -(-max_epoch // 12)  # At most about 12 columns.
+  epochs = sorted({*range(every, max_epoch + 1, every), max_epoch})
+  out = [f'Mean `{mode}/accuracy` after each epoch' +
+         (f' (every {every}th)' if every > 1 else '') + ':', '',
          '| group | ' + ' | '.join(str(e) for e in epochs) + ' |',
          '|' + ' --- |' * (len(epochs) + 1)]
   for label, by_epoch in rows:
