@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 
+from bn_study import analysis
 from bn_study import compilation_cache
 from bn_study import errors
 from bn_study import input_pipeline
@@ -178,6 +179,24 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
           'roofline_fraction': roofline_fraction(achieved, reference)}
 
 
+def instrument_times(setup: Setup, batch_size: int, repeats: int,
+                     warmup: int) -> Dict[str, float]:
+  """Seconds of one measurement by each instrument alone (bn_study.analysis),
+  on a batch of `batch_size` and a probe of config.analysis.probe_size."""
+  batch = _fake_batch(setup, batch_size)
+  probe_size = setup.config.analysis.probe_size
+  probe = _fake_batch(setup, probe_size)['image']
+  out = {}
+  for name in analysis.INSTRUMENTS:
+    measure = analysis.jit_measure(
+        mesh_lib.replicated(setup.mesh), mesh_lib.batch_sharding(setup.mesh),
+        [name], setup.config.analysis.smoothness_lr_multipliers)
+    out[f'instrument_{name}_s'] = median_seconds(time_calls(
+        lambda: jax.block_until_ready(measure(setup.state, batch, probe, 1e-3)),
+        repeats, warmup))
+  return out
+
+
 def pipeline_rate(config, num_batches: int) -> Dict[str, float]:
   """Input pipeline images/s alone, as training reads it: the first epoch
   (decoding every image into the cache and filling the shuffle buffer) and a
@@ -229,6 +248,8 @@ def _define_flags():
   flags.DEFINE_integer('epoch_batch_size', None, 'Batch size of the '
                        'end-to-end epoch (default: the largest); 0 skips it.')
   flags.DEFINE_bool('bn_overhead', True, 'Also time model.norm=none.')
+  flags.DEFINE_bool('instruments', False, 'Also time each instrument of '
+                    'bn_study.analysis once (as a multiple of the step).')
   flags.DEFINE_integer('mock_examples', 50000, 'Examples per split of the '
                        'mock data used when the dataset is not prepared.')
   flags.DEFINE_string('json', None, 'Write the results here.')
@@ -237,7 +258,8 @@ def _define_flags():
 
 
 def run(config, batch_sizes, repeats, warmup, pipeline_batches,
-        epoch_batch_size, bn_overhead, cache_dir, data: str) -> dict:
+        epoch_batch_size, bn_overhead, cache_dir, data: str,
+        instruments: bool = False) -> dict:
   """Every measurement; `data` says what the pipeline reads (real or mock)."""
   compilation_cache.enable(cache_dir)
   pipeline = input_pipeline.Pipeline(config)
@@ -257,6 +279,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       first = False
     row.update(measure_batch_size(setup, batch_size, repeats, warmup,
                                   reference))
+    if instruments:
+      row.update(instrument_times(setup, batch_size, max(1, repeats // 3),
+                                  1))
     if bn_overhead and config.model.norm != 'none':
       ncfg = none_config.copy_and_resolve_references()
       ncfg.batch_size = ncfg.eval_batch_size = batch_size
@@ -303,6 +328,12 @@ def format_table(result: dict) -> str:
         f'{r["images_per_sec"]:>9.0f} {r["eval_images_per_sec"]:>11.0f} '
         f'{r["flops_per_step"] / 1e9:>11.2f} {r["flops_per_sec"] / 1e9:>9.1f} '
         f'{r["roofline_fraction"]:>9.2f} {bn:>6}')
+  for r in result['results']:
+    if 'instrument_act_s' in r:
+      lines.append(f'instruments at batch {r["batch_size"]} (one measurement, '
+                   'in train steps): ' + ', '.join(
+                       f'{name} {r[f"instrument_{name}_s"] / r["step_s"]:.1f}'
+                       for name in analysis.INSTRUMENTS))
   r0 = result['results'][0]
   if 'compile_cold_s' in r0:
     lines.append(f'\ntrain-step compile (batch {r0["batch_size"]}): cold '
@@ -348,7 +379,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp, mock:
       result = run(config, sizes, FLAGS.repeats, FLAGS.warmup,
                    FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
-                   FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data)
+                   FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data,
+                   FLAGS.instruments)
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

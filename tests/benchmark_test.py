@@ -37,7 +37,8 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
       [sys.executable, '-m', 'bn_study.benchmark', '--config=configs/tiny.py',
        f'--config.dataset={helpers.LEARNABLE}',
        f'--config.data_dir={learnable_data_dir}', '--batch_sizes=8,16',
-       '--repeats=2', '--warmup=1', '--pipeline_batches=2',
+       '--repeats=2', '--warmup=1', '--pipeline_batches=2', '--instruments',
+       '--config.analysis.probe_size=8',
        f'--compilation_cache_dir={tmp_path / "cache"}', f'--json={out}'],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -51,6 +52,7 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
     assert row['roofline_fraction'] == pytest.approx(
         row['flops_per_sec'] / result['matmul_flops_per_sec'])
     assert row['bn_overhead'] > 0
+    assert row['instrument_ics_s'] > 0 and row['instrument_act_s'] > 0
   assert result['epoch_wall_s'] > 0 and result['pipeline_images_per_sec'] > 0
   assert os.listdir(tmp_path / 'cache')  # The persistent cache was written.
 
