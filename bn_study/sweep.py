@@ -56,13 +56,7 @@ def values(field: str, vals: Sequence[Any]) -> List[Point]:
 
 def product(*grids: List[Point]) -> List[Point]:
   """Every combination of one point from each grid (the first varies slowest)."""
-  out = []
-  for combo in itertools.product(*grids):
-    point = {}
-    for part in combo:
-      _merge(point, part)
-    out.append(point)
-  return out
+  return [_merged(combo) for combo in itertools.product(*grids)]
 
 
 def zipped(*grids: List[Point]) -> List[Point]:
@@ -71,13 +65,7 @@ def zipped(*grids: List[Point]) -> List[Point]:
   if len(lengths) != 1:
     raise SweepError(f'zipped() needs grids of equal length, got lengths '
                      f'{[len(g) for g in grids]}.')
-  out = []
-  for combo in zip(*grids):
-    point = {}
-    for part in combo:
-      _merge(point, part)
-    out.append(point)
-  return out
+  return [_merged(combo) for combo in zip(*grids)]
 
 
 def chain(*grids: List[Point]) -> List[Point]:
@@ -85,12 +73,29 @@ def chain(*grids: List[Point]) -> List[Point]:
   return [dict(p) for g in grids for p in g]
 
 
-def _merge(point, part):
-  for key, value in part.items():
-    if key in point and point[key] != value:
-      raise SweepError(f'Field {key!r} is set twice in one point '
-                       f'({point[key]!r} and {value!r}).')
-    point[key] = value
+def _merged(parts) -> Point:
+  point = {}
+  for part in parts:
+    for key, value in part.items():
+      if key in point and point[key] != value:
+        raise SweepError(f'Field {key!r} is set twice in one point '
+                         f'({point[key]!r} and {value!r}).')
+      point[key] = value
+  return point
+
+
+def parse_arg(arg: str, defaults: Dict[str, int], sweep_name: str
+              ) -> Dict[str, int]:
+  """A sweep file's `:key=N,key=N` argument (positive integers) over defaults."""
+  opts = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, _, value = item.partition('=')
+    if key not in opts or not value.isdigit() or int(value) < 1:
+      raise SweepError(
+          f'{sweep_name} argument {item!r}: expected ' +
+          ' and/or '.join(f'{k}=N' for k in opts) + ' with N >= 1.')
+    opts[key] = int(value)
+  return opts
 
 
 # Names and commands.

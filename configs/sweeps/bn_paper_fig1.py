@@ -12,12 +12,6 @@ CONFIG = 'configs/bn_paper_fig1.py'
 
 
 def get_sweep(arg=''):
-  seeds = 3
-  if arg:
-    key, _, value = arg.partition('=')
-    if key != 'seeds' or not value.isdigit() or int(value) < 1:
-      raise sweep.SweepError(f'bn_paper_fig1 argument {arg!r}: expected '
-                             'seeds=N.')
-    seeds = int(value)
+  seeds = sweep.parse_arg(arg, {'seeds': 3}, 'bn_paper_fig1')['seeds']
   return sweep.product(sweep.values('model.norm', ['none', 'batch']),
                        sweep.values('seed', list(range(seeds))))

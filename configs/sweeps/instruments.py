@@ -16,13 +16,7 @@ CONFIG = 'configs/default.py'
 
 
 def get_sweep(arg=''):
-  opts = {'epochs': 3, 'seeds': 1}
-  for item in filter(None, arg.split(',')):
-    key, _, value = item.partition('=')
-    if key not in opts or not value.isdigit() or int(value) < 1:
-      raise sweep.SweepError(f'instruments argument {item!r}: expected '
-                             'epochs=N and/or seeds=N with N >= 1.')
-    opts[key] = int(value)
+  opts = sweep.parse_arg(arg, {'epochs': 3, 'seeds': 1}, 'instruments')
   return sweep.product(
       sweep.values('num_epochs', [opts['epochs']]),
       sweep.values('analysis.every_steps', [10]),

@@ -16,12 +16,7 @@ CONFIG = 'configs/default.py'
 
 
 def get_sweep(arg=''):
-  epochs = 5
-  if arg:
-    key, _, value = arg.partition('=')
-    if key != 'epochs' or not value.isdigit() or int(value) < 1:
-      raise sweep.SweepError(f'lr_norms argument {arg!r}: expected epochs=N.')
-    epochs = int(value)
+  epochs = sweep.parse_arg(arg, {'epochs': 5}, 'lr_norms')['epochs']
   return sweep.product(
       sweep.values('num_epochs', [epochs]),
       sweep.values('model.placement', ['pre_act']),

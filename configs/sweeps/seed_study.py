@@ -16,13 +16,7 @@ CONFIG = 'configs/default.py'
 
 
 def get_sweep(arg=''):
-  opts = {'epochs': 20, 'seeds': 3}
-  for item in filter(None, arg.split(',')):
-    key, _, value = item.partition('=')
-    if key not in opts or not value.isdigit() or int(value) < 1:
-      raise sweep.SweepError(f'seed_study argument {item!r}: expected '
-                             'epochs=N and/or seeds=N with N >= 1.')
-    opts[key] = int(value)
+  opts = sweep.parse_arg(arg, {'epochs': 20, 'seeds': 3}, 'seed_study')
   arms = sweep.zipped(
       sweep.values('model.norm', ['none', 'batch', 'batch']),
       sweep.values('model.placement', ['input', 'input', 'pre_act']),
