@@ -58,14 +58,16 @@ def _norm(tree):
   return optax.global_norm(tree)
 
 
-def ics(loss_fn: Callable, params, updates, layers: Sequence[str]
-        ) -> Dict[str, jax.Array]:
+def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
+        grads=None) -> Dict[str, jax.Array]:
   """Santurkar et al.'s internal covariate shift of every layer but the first.
 
   loss_fn(params) -> scalar on a fixed batch; `updates` the optimizer's update
-  of this step; a layer's update includes its norm (`<layer>_norm`).
+  of this step; a layer's update includes its norm (`<layer>_norm`); `grads`
+  the gradient at `params` if the caller has it already.
   """
-  grads = jax.grad(loss_fn)(params)
+  if grads is None:
+    grads = jax.grad(loss_fn)(params)
   out = {}
   for i, layer in enumerate(layers[1:], start=1):
     earlier = set(layers[:i]) | {f'{l}_norm' for l in layers[:i]}
@@ -82,9 +84,13 @@ def ics(loss_fn: Callable, params, updates, layers: Sequence[str]
 
 
 def smoothness(loss_fn: Callable, params, learning_rate,
-               multipliers: Sequence[float]) -> Dict[str, jax.Array]:
-  """The loss and gradient along the gradient, at eta = m * learning_rate."""
-  loss, g = jax.value_and_grad(loss_fn)(params)
+               multipliers: Sequence[float], loss_and_grads=None
+               ) -> Dict[str, jax.Array]:
+  """The loss and gradient along the gradient, at eta = m * learning_rate.
+
+  `loss_and_grads`: (loss, gradient) at `params` if the caller has them.
+  """
+  loss, g = loss_and_grads or jax.value_and_grad(loss_fn)(params)
   g_norm = _norm(g)
   losses, changes, betas = [loss], [], []
   for m in multipliers:
@@ -153,15 +159,18 @@ def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
 
   out = {}
   layers = layer_order(state.params)
-  if 'ics' in instruments or 'norms' in instruments:
-    grads = jax.grad(loss_fn)(state.params)
-    updates, _ = state.tx.update(grads, state.opt_state, state.params)
   if 'act' in instruments:
     out.update(activations(state, probe))
+  if instruments == ('act',):
+    return out
+  # One gradient at the current weights serves every other instrument.
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, _ = state.tx.update(grads, state.opt_state, state.params)
   if 'ics' in instruments:
-    out.update(ics(loss_fn, state.params, updates, layers))
+    out.update(ics(loss_fn, state.params, updates, layers, grads))
   if 'smoothness' in instruments:
-    out.update(smoothness(loss_fn, state.params, learning_rate, multipliers))
+    out.update(smoothness(loss_fn, state.params, learning_rate, multipliers,
+                          (loss, grads)))
   if 'norms' in instruments:
     out.update(weight_norms(state.params, grads, updates, layers))
   return out
