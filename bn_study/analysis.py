@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bn_study import models
+
 INSTRUMENTS = ('act', 'ics', 'smoothness', 'norms')
 PERCENTILES = (15, 50, 85)
 
@@ -126,7 +128,7 @@ def weight_norms(params, grads, updates, layers) -> Dict[str, jax.Array]:
 def activations(state, probe) -> Dict[str, jax.Array]:
   """act/ summaries of every `<layer>_preact` the model sows, on `probe`."""
   _, inter = state.apply_fn(
-      _variables(state, state.params), probe, train=True,
+      models.variables(state.params, state.batch_stats), probe, train=True,
       mutable=['intermediates', 'batch_stats'])
   out = {}
   for name, values in inter['intermediates'].items():
@@ -141,19 +143,14 @@ def activations(state, probe) -> Dict[str, jax.Array]:
   return out
 
 
-def _variables(state, params):
-  if state.batch_stats:
-    return {'params': params, 'batch_stats': state.batch_stats}
-  return {'params': params}
-
-
 def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
             multipliers: Tuple[float, ...]) -> Dict[str, jax.Array]:
   """Every instrument asked for, on this step's state and batch."""
 
   def loss_fn(params):
-    logits, _ = state.apply_fn(_variables(state, params), batch['image'],
-                               train=True, mutable=['batch_stats'])
+    logits, _ = state.apply_fn(models.variables(params, state.batch_stats),
+                               batch['image'], train=True,
+                               mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(
         logits, batch['label']).mean()
 

@@ -176,6 +176,14 @@ class SeedCNN(nn.Module):
         bias_init=_BIAS_INIT, name='logits'), last=True)
 
 
+def variables(params, batch_stats):
+  """What `apply` takes; a model without batch statistics has no such
+  collection (an empty one would be an error)."""
+  if batch_stats:
+    return {'params': params, 'batch_stats': batch_stats}
+  return {'params': params}
+
+
 def validate(model_config):
   """The architecture's fields, then the normalizer's (norms.validate)."""
   errors.check_choice('model.kind', model_config.kind, KINDS)

@@ -33,9 +33,7 @@ def predict(config, workdir: str, paths: Sequence[str]
   state = ckpts.restore(train.create_train_state(
       config, model, info['image_shape'], tx, mesh))
   ckpts.close()
-  variables = {'params': state.params}
-  if state.batch_stats:
-    variables['batch_stats'] = state.batch_stats
+  variables = models.variables(state.params, state.batch_stats)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(
       variables, images)
   probs = np.asarray(jax.nn.softmax(logits))

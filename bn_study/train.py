@@ -109,12 +109,6 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(rng)
 
 
-def _variables(state, params):
-  if state.batch_stats:
-    return {'params': params, 'batch_stats': state.batch_stats}
-  return {'params': params}
-
-
 def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -132,8 +126,8 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
 
   def loss_fn(params):
     logits, new_vars = state.apply_fn(
-        _variables(state, params), batch['image'], train=True,
-        mutable=['batch_stats'])
+        models.variables(params, state.batch_stats), batch['image'],
+        train=True, mutable=['batch_stats'])
     loss = cross_entropy(logits, batch['label'])
     return loss.mean(), (logits, loss, new_vars.get('batch_stats', {}))
 
@@ -168,7 +162,7 @@ def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics,
   """Normalizes by the running averages, or with `batch_statistics` by each
   batch's own (padding masked out). Nothing is kept: the running averages
   cannot change (flax raises if a layer tries to mutate them)."""
-  variables = _variables(state, state.params)
+  variables = models.variables(state.params, state.batch_stats)
   if batch_statistics:
     logits, _ = state.apply_fn(variables, batch['image'], train=True,
                                mask=batch['mask'], mutable=['batch_stats'])
