@@ -37,6 +37,7 @@ import tensorflow_datasets as tfds
 from bn_study import analysis
 from bn_study import compilation_cache
 from bn_study import errors
+from bn_study import host_memory
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
@@ -255,6 +256,8 @@ def _define_flags():
   flags.DEFINE_string('json', None, 'Write the results here.')
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent cache for '
                       'the warm-compile figure (default: a fresh temp dir).')
+  flags.DEFINE_bool('keep_freed_memory', True, 'As main.py\'s flag: keep '
+                    'freed host memory for reuse (bn_study.host_memory).')
 
 
 def run(config, batch_sizes, repeats, warmup, pipeline_batches,
@@ -318,7 +321,9 @@ def format_table(result: dict) -> str:
   lines = [f'{result["device"]} x{result["device_count"]}, jax '
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
            f'reference: {result["reference"]} = '
-           f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s', '',
+           f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s',
+           f'keep_freed_memory: {result.get("keep_freed_memory")}, '
+           f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}', '',
            f'{"batch":>6} {"step ms":>9} {"img/s":>9} {"eval img/s":>11} '
            f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"roofline":>9} {"BN x":>6}']
   for r in result['results']:
@@ -357,6 +362,7 @@ def format_table(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
   try:
     sizes = [int(b) for b in FLAGS.batch_sizes]
     if not sizes or min(sizes) <= 0:
@@ -381,6 +387,8 @@ def main(argv):
                    FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
                    FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data,
                    FLAGS.instruments)
+    result.update(keep_freed_memory=kept,
+                  xla_flags=os.environ.get('XLA_FLAGS', ''))
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

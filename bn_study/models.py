@@ -1,6 +1,5 @@
 """The seed CNN: convs, then dense layers, with norms where `placement` says."""
 
-import functools
 from typing import Any, Dict, Sequence, Tuple
 
 import flax.linen as nn
@@ -30,48 +29,29 @@ def stacks(cfg):
   return tuple(cfg.filters), tuple(cfg.strides), tuple(cfg.dense)
 
 
-CONV_IMPLS = ('auto', 'xla', 'tap_grad')
+CONV_IMPLS = ('auto', 'xla', 'im2col')
 
 
-def _xla_conv(x, kernel, strides):
-  return jax.lax.conv_general_dilated(
-      x, kernel, strides, 'VALID', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def _patches(x, kh: int, kw: int, strides: Tuple[int, int]):
+  """(N, Ho, Wo, kh * kw * C): each output position's receptive field, taps
+  in the order of an HWIO kernel reshaped to (kh * kw * C, F)."""
+  (sh, sw) = strides
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  return jnp.concatenate(
+      [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+       for i in range(kh) for j in range(kw)], axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_tap_grad(x, kernel, strides):
-  return _xla_conv(x, kernel, strides)
+class Im2colConv(nn.Module):
+  """nn.Conv computed as one matmul over the input's patches (im2col).
 
-
-def _conv_tap_grad_fwd(x, kernel, strides):
-  return _xla_conv(x, kernel, strides), (x, kernel)
-
-
-def _conv_tap_grad_bwd(strides, residuals, g):
-  x, kernel = residuals
-  _, vjp_x = jax.vjp(lambda x: _xla_conv(x, kernel, strides), x)
-  dx, = vjp_x(g)
-  kh, kw, c, f = kernel.shape
-  (sh, sw), (ho, wo) = strides, g.shape[1:3]
-  g = g.reshape(-1, f)
-  # dK[i, j] = sum over examples and positions of x at tap (i, j) times g:
-  # one (C x NHW) @ (NHW x F) matmul per tap.
-  taps = [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
-          .reshape(-1, c).T @ g for i in range(kh) for j in range(kw)]
-  return dx, jnp.stack(taps).reshape(kh, kw, c, f).astype(kernel.dtype)
-
-
-_conv_tap_grad.defvjp(_conv_tap_grad_fwd, _conv_tap_grad_bwd)
-
-
-class TapGradConv(nn.Module):
-  """nn.Conv with the kernel's gradient computed as one matmul per kernel tap.
-
-  Forward pass and input gradient are XLA's convolutions; XLA:CPU computes
-  the kernel gradient several times slower than these matmuls of the same
-  FLOPs (docs/performance.md). The same math, summed in another order.
-  Parameters are nn.Conv's (`kernel` (kh, kw, C, F), `bias`), initialized the
-  same way, so checkpoints and initial values match.
+  On CPU, XLA's convolutions run far below its matmuls, the kernel gradient
+  worst (docs/performance.md); as a matmul, forward pass and both gradients
+  (JAX's own derivatives of slicing and a dot) are matmuls and copies. The
+  same sums in another order. Parameters are nn.Conv's (`kernel`
+  (kh, kw, C, F), `bias`), initialized the same way, so checkpoints and
+  initial values match.
   """
   features: int
   kernel_size: Tuple[int, int]
@@ -93,17 +73,18 @@ class TapGradConv(nn.Module):
         total = max((-(-size // s) - 1) * s + k - size, 0)
         pads.append((total // 2, total - total // 2))
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    y = _conv_tap_grad(x, kernel, tuple(self.strides))
+    patches = _patches(x, kh, kw, tuple(self.strides))
+    y = patches @ kernel.reshape(-1, self.features)
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,))
     return y
 
 
 def conv_impl(model_config) -> str:
-  """'xla' or 'tap_grad' for this config on this backend."""
+  """'xla' or 'im2col' for this config on this backend."""
   if model_config.conv_impl != 'auto':
     return model_config.conv_impl
-  return 'tap_grad' if jax.default_backend() == 'cpu' else 'xla'
+  return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
 
 
 class SeedCNN(nn.Module):
@@ -155,7 +136,7 @@ class SeedCNN(nn.Module):
       self.sow('intermediates', f'{name}_out', x)
       return x
 
-    conv = TapGradConv if conv_impl(cfg) == 'tap_grad' else nn.Conv
+    conv = Im2colConv if conv_impl(cfg) == 'im2col' else nn.Conv
     kernel_init = _kernel_init(cfg)
     filters, strides, dense = stacks(cfg)
     for i, (features, stride) in enumerate(zip(filters, strides)):

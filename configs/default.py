@@ -65,10 +65,10 @@ def get_config():
   config.model.kernel_size = 3
   config.model.padding = 'VALID'
   config.model.dense = (3500, 700)
-  # How convs are computed; the math is the same. tap_grad: XLA's conv, but
-  # the kernel's gradient as one matmul per kernel tap, several times faster
-  # on CPU (docs/performance.md). auto: tap_grad on CPU, xla elsewhere.
-  config.model.conv_impl = 'auto'  # auto | xla | tap_grad
+  # How convs are computed; the math is the same. im2col: one matmul over
+  # the input's patches, forward and backward, much faster than XLA's convs
+  # on CPU (docs/performance.md). auto: im2col on CPU, xla elsewhere.
+  config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | group | layer.
   config.model.norm = 'none'
   # input: a norm at the input of every conv and dense layer, the raw image and

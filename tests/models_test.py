@@ -102,14 +102,14 @@ def test_post_act_normalizes_after_the_relu_and_keeps_biases():
 
 @pytest.mark.parametrize('padding,stride', [('VALID', 2), ('VALID', 1),
                                             ('SAME', 2), ('SAME', 1)])
-def test_tap_grad_conv_is_nn_conv(padding, stride):
+def test_im2col_conv_is_nn_conv(padding, stride):
   x = jax.random.normal(jax.random.key(0), (3, 11, 10, 4))
   kwargs = dict(features=5, kernel_size=(3, 3), strides=(stride, stride),
                 padding=padding, use_bias=True,
                 kernel_init=nn.initializers.glorot_uniform(),
                 bias_init=nn.initializers.normal(1.0))
   ref = nn.Conv(**kwargs)
-  ours = models.TapGradConv(**kwargs)
+  ours = models.Im2colConv(**kwargs)
   variables = ref.init(jax.random.key(1), x)
   # Same parameter tree and the same initial values from the same key.
   ours_vars = ours.init(jax.random.key(1), x)
@@ -127,7 +127,7 @@ def test_tap_grad_conv_is_nn_conv(padding, stride):
 def test_conv_impl_choices():
   config = tiny.get_config()
   assert models.conv_impl(config.model) == (
-      'tap_grad' if jax.default_backend() == 'cpu' else 'xla')
+      'im2col' if jax.default_backend() == 'cpu' else 'xla')
   config.model.conv_impl = 'xla'
   assert models.conv_impl(config.model) == 'xla'
   config.model.conv_impl = 'fft'

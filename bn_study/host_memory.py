@@ -1,0 +1,43 @@
+"""How the process gets host memory: freed buffers are kept for reuse.
+
+XLA:CPU allocates its outputs and temporaries with malloc on every call.
+glibc serves large allocations with fresh mmap'd pages and unmaps them on
+free (threads other than the main one always do, their arenas being at most
+64 MiB), so every train step page-faults its largest buffers in again: the
+seed CNN's dense1 kernel, its gradient, Adam's moments and their temporaries
+are 100 MB each. Keeping freed memory in one heap removes those faults; a
+100 MB elementwise op went from 34 ms to 7 ms here (docs/performance.md).
+The cost: the process keeps its peak memory until it exits.
+"""
+
+import ctypes
+import ctypes.util
+import sys
+
+# mallopt parameters, from glibc's malloc.h.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
+
+
+def keep_freed_memory() -> bool:
+  """Tunes glibc's malloc as above; False where there is no glibc (macOS,
+  musl), which is left as it is.
+
+  Call early: threads that already have their own arena keep it.
+  """
+  if not sys.platform.startswith('linux'):
+    return False
+  try:
+    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    mallopt = libc.mallopt
+  except (OSError, AttributeError):
+    return False
+  mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+  settings = (
+      (_M_ARENA_MAX, 1),  # Every thread allocates from the main heap,
+      (_M_MMAP_MAX, 0),  # which grows with brk, never with mmap,
+      (_M_TRIM_THRESHOLD, -1),  # and is never handed back (-1: no trimming;
+      # a finite threshold is an int, and a step at batch 2500 frees more).
+  )
+  return all(mallopt(param, value) == 1 for param, value in settings)
