@@ -5,7 +5,12 @@
   python main.py --config=configs/wbn.py --workdir=runs/wbn --predict=a.png,b.jpg
 """
 
-import re
+# First, before an import starts a thread that would keep its own malloc
+# arena: freed host memory is kept for reuse (bn_study/host_memory.py).
+from bn_study import host_memory  # pylint: disable=g-bad-import-order
+host_memory.keep_freed_memory()
+
+import re  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys
 
 from absl import app
@@ -15,7 +20,6 @@ from ml_collections import config_flags
 
 from bn_study import compilation_cache
 from bn_study import errors
-from bn_study import host_memory
 from bn_study import mesh
 from bn_study import predict
 from bn_study import train
@@ -36,10 +40,6 @@ flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1.')
 flags.DEFINE_string('compilation_cache_dir', compilation_cache.DEFAULT_DIR,
                     'JAX\'s persistent compilation cache, so relaunches skip '
                     'compiling; empty turns it off.')
-flags.DEFINE_bool('keep_freed_memory', True,
-                  'Keep freed host memory for reuse instead of returning it '
-                  'to the OS (glibc only): CPU steps stop page-faulting their '
-                  'large buffers in again; the peak memory stays held.')
 config_flags.DEFINE_config_file('config', None, 'A config file in configs/.',
                                  lock_config=True)
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -48,8 +48,6 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if FLAGS.keep_freed_memory:
-    host_memory.keep_freed_memory()
   compilation_cache.enable(FLAGS.compilation_cache_dir)
   try:
     mesh.initialize_distributed(FLAGS.coordinator_address,

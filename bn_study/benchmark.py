@@ -14,7 +14,11 @@ same config with model.norm=none). Prints a table; --json writes
 {"device", "jax_version", "date", "matmul_flops_per_sec", "results": [...]}.
 """
 
-import contextlib
+# First, before an import starts a thread, as in main.py.
+from bn_study import host_memory  # pylint: disable=g-bad-import-order
+_KEPT = __name__ == '__main__' and host_memory.keep_freed_memory()
+
+import contextlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
 import datetime
 import json
@@ -37,7 +41,6 @@ import tensorflow_datasets as tfds
 from bn_study import analysis
 from bn_study import compilation_cache
 from bn_study import errors
-from bn_study import host_memory
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
@@ -256,8 +259,6 @@ def _define_flags():
   flags.DEFINE_string('json', None, 'Write the results here.')
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent cache for '
                       'the warm-compile figure (default: a fresh temp dir).')
-  flags.DEFINE_bool('keep_freed_memory', True, 'As main.py\'s flag: keep '
-                    'freed host memory for reuse (bn_study.host_memory).')
 
 
 def run(config, batch_sizes, repeats, warmup, pipeline_batches,
@@ -362,7 +363,6 @@ def format_table(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
   try:
     sizes = [int(b) for b in FLAGS.batch_sizes]
     if not sizes or min(sizes) <= 0:
@@ -387,7 +387,7 @@ def main(argv):
                    FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
                    FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data,
                    FLAGS.instruments)
-    result.update(keep_freed_memory=kept,
+    result.update(keep_freed_memory=_KEPT,
                   xla_flags=os.environ.get('XLA_FLAGS', ''))
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -8,10 +8,12 @@ seed CNN's dense1 kernel, its gradient, Adam's moments and their temporaries
 are 100 MB each. Keeping freed memory in one heap removes those faults; a
 100 MB elementwise op went from 34 ms to 7 ms here (docs/performance.md).
 The cost: the process keeps its peak memory until it exits.
+BN_STUDY_KEEP_FREED_MEMORY=0 leaves glibc's defaults.
 """
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt parameters, from glibc's malloc.h.
@@ -24,8 +26,11 @@ def keep_freed_memory() -> bool:
   """Tunes glibc's malloc as above; False where there is no glibc (macOS,
   musl), which is left as it is.
 
-  Call early: threads that already have their own arena keep it.
+  Call first thing: threads that already have their own arena keep using
+  it, and may hand it to threads started later.
   """
+  if os.environ.get('BN_STUDY_KEEP_FREED_MEMORY', '1') == '0':
+    return False
   if not sys.platform.startswith('linux'):
     return False
   try:

@@ -6,6 +6,7 @@ import os
 from clu import metric_writers
 import jax
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 
@@ -296,3 +297,10 @@ def test_eval_every_steps_adds_evals_between_epochs(tmp_path):
   _train(tmp_path, eval_every_steps=3)
   steps = [s for s, _ in helpers.read_scalars(str(tmp_path))['eval/accuracy']]
   assert steps == [3, 6, 8, 9, 12, 15, 16]
+
+
+def test_global_norm_is_optax_global_norm():
+  tree = {'a': jax.random.normal(jax.random.key(0), (37, 5)),
+          'b': {'c': -jax.random.uniform(jax.random.key(1), (11,))}}
+  np.testing.assert_allclose(jax.jit(train.global_norm)(tree),
+                             optax.global_norm(tree), rtol=1e-6)
