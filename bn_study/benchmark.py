@@ -293,6 +293,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
                                     batch_size, repeats, warmup, reference)
       row['bn_overhead'] = row['step_s'] / none_row['step_s']
     rows.append(row)
+    host_memory.release_free_memory()  # Between phases, as train.py does.
   extras = {}
   pcfg = config.copy_and_resolve_references()
   pcfg.batch_size = max(batch_sizes)
