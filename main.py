@@ -6,7 +6,8 @@
 """
 
 # First, before an import starts a thread that would keep its own malloc
-# arena: freed host memory is kept for reuse (bn_study/host_memory.py).
+# arena: with BN_STUDY_KEEP_FREED_MEMORY=1, freed host memory is kept for
+# reuse (bn_study/host_memory.py: faster on CPU, more memory).
 from bn_study import host_memory  # pylint: disable=g-bad-import-order
 host_memory.keep_freed_memory()
 

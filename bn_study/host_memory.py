@@ -1,17 +1,19 @@
-"""How the process gets host memory: freed buffers are kept for reuse.
+"""Opt-in (BN_STUDY_KEEP_FREED_MEMORY=1): freed host memory kept for reuse.
 
 XLA:CPU allocates its outputs and temporaries with malloc on every call.
 glibc serves large allocations with fresh mmap'd pages and unmaps them on
 free (threads other than the main one always do, their arenas being at most
 64 MiB), so every train step page-faults its largest buffers in again: the
 seed CNN's dense1 kernel, its gradient, Adam's moments and their temporaries
-are 100 MB each. Keeping freed memory in one heap removes those faults; a
-100 MB elementwise op went from 34 ms to 7 ms here (docs/performance.md).
-The cost is memory: buffers of different sizes leave holes in the one heap
-(batch 2500, a train step and an eval in turn: 6.9 GB resident against 2.7
-GB with glibc's defaults), so callers hand free memory back between phases
-with `release_free_memory()`. BN_STUDY_KEEP_FREED_MEMORY=0 leaves glibc's
-defaults.
+are 100 MB each. Keeping freed memory in one heap removes those faults: the
+seed CNN's step at batch 128 went from 462 ms to 245 ms on a 2-core VM
+(docs/performance.md).
+
+Off by default, because the one heap fragments: buffers of different sizes
+leave holes that only grow it. A train step and an eval in turn at batch
+2500 plateau at 6.9 GB resident (2.7 GB without); the benchmark, which
+compiles many programs, grew past 24 GB and was killed.
+`release_free_memory()` hands free pages back between phases.
 """
 
 import ctypes
@@ -26,7 +28,7 @@ _M_ARENA_MAX = -8
 
 
 def _libc():
-  if (os.environ.get('BN_STUDY_KEEP_FREED_MEMORY', '1') == '0' or
+  if (os.environ.get('BN_STUDY_KEEP_FREED_MEMORY', '0') != '1' or
       not sys.platform.startswith('linux')):
     return None
   try:
@@ -39,8 +41,8 @@ def _libc():
 
 
 def keep_freed_memory() -> bool:
-  """Tunes glibc's malloc as above; False where there is no glibc (macOS,
-  musl), which is left as it is.
+  """Tunes glibc's malloc as above when BN_STUDY_KEEP_FREED_MEMORY=1; False
+  when not asked, or where there is no glibc (macOS, musl).
 
   Call first thing: threads that already have their own arena keep using
   it, and may hand it to threads started later.
