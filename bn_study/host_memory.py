@@ -54,7 +54,8 @@ def keep_freed_memory() -> bool:
       (_M_ARENA_MAX, 1),  # Every thread allocates from the main heap,
       (_M_MMAP_MAX, 0),  # which grows with brk, never with mmap,
       (_M_TRIM_THRESHOLD, -1),  # and is never handed back (-1: no trimming;
-      # a finite threshold is an int, and a step at batch 2500 frees more).
+      # a finite one is at most 2 GiB, an int, which left batch-2500 steps
+      # faulting here).
   )
   return all(libc.mallopt(param, value) == 1 for param, value in settings)
 

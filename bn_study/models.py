@@ -67,11 +67,8 @@ class Im2colConv(nn.Module):
     kernel = self.param('kernel', self.kernel_init,
                         (kh, kw, x.shape[-1], self.features))
     if self.padding == 'SAME':
-      pads = []
-      for size, k, s in ((x.shape[1], kh, self.strides[0]),
-                         (x.shape[2], kw, self.strides[1])):
-        total = max((-(-size // s) - 1) * s + k - size, 0)
-        pads.append((total // 2, total - total // 2))
+      pads = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size,
+                                     self.strides, 'SAME')
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     patches = _patches(x, kh, kw, tuple(self.strides))
     y = patches @ kernel.reshape(-1, self.features)
