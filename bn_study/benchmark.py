@@ -14,9 +14,10 @@ same config with model.norm=none). Prints a table; --json writes
 {"device", "jax_version", "date", "matmul_flops_per_sec", "results": [...]}.
 """
 
-# First, before an import starts a thread, as in main.py.
+# First, as in main.py: huge pages for malloc where they help.
 from bn_study import host_memory  # pylint: disable=g-bad-import-order
-_KEPT = __name__ == '__main__' and host_memory.keep_freed_memory()
+if __name__ == '__main__':
+  host_memory.use_huge_pages()
 
 import contextlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses
@@ -293,7 +294,6 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
                                     batch_size, repeats, warmup, reference)
       row['bn_overhead'] = row['step_s'] / none_row['step_s']
     rows.append(row)
-    host_memory.release_free_memory()  # Between phases, as train.py does.
   extras = {}
   pcfg = config.copy_and_resolve_references()
   pcfg.batch_size = max(batch_sizes)
@@ -324,7 +324,7 @@ def format_table(result: dict) -> str:
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
            f'reference: {result["reference"]} = '
            f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s',
-           f'keep_freed_memory: {result.get("keep_freed_memory")}, '
+           f'huge_pages: {result.get("huge_pages")}, '
            f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}', '',
            f'{"batch":>6} {"step ms":>9} {"img/s":>9} {"eval img/s":>11} '
            f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"roofline":>9} {"BN x":>6}']
@@ -388,7 +388,7 @@ def main(argv):
                    FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
                    FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data,
                    FLAGS.instruments)
-    result.update(keep_freed_memory=_KEPT,
+    result.update(huge_pages=host_memory.active(),
                   xla_flags=os.environ.get('XLA_FLAGS', ''))
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -1,69 +1,81 @@
-"""Opt-in (BN_STUDY_KEEP_FREED_MEMORY=1): freed host memory kept for reuse.
+"""Transparent huge pages for XLA:CPU's buffers (glibc.malloc.hugetlb=1).
 
-XLA:CPU allocates its outputs and temporaries with malloc on every call.
-glibc serves large allocations with fresh mmap'd pages and unmaps them on
-free (threads other than the main one always do, their arenas being at most
-64 MiB), so every train step page-faults its largest buffers in again: the
-seed CNN's dense1 kernel, its gradient, Adam's moments and their temporaries
-are 100 MB each. Keeping freed memory in one heap removes those faults: the
-seed CNN's step at batch 128 went from 462 ms to 245 ms on a 2-core VM
-(docs/performance.md).
+XLA:CPU mallocs every call's outputs and temporaries. glibc serves the large
+ones with fresh mmap'd memory and unmaps it on free, so each train step faults
+its biggest buffers in again, 4 KiB at a time: the seed CNN's dense1 kernel,
+its gradient, Adam's moments and their temporaries are 100 MB each, about
+120k page faults per step at batch 128 and 580k at batch 2500. glibc's tunable
+glibc.malloc.hugetlb=1 (glibc >= 2.35) makes malloc ask the kernel for
+transparent huge pages on that memory, 2 MiB a fault: on a 2-core VM the
+seed CNN's step went from 360 to 244 ms at batch 128 and from 4.15 to 3.89 s
+at batch 2500, resident memory no higher (docs/performance.md).
 
-Off by default, because the one heap fragments: buffers of different sizes
-leave holes that only grow it. A train step and an eval in turn at batch
-2500 plateau at 6.9 GB resident (2.7 GB without); the benchmark, which
-compiles many programs, grew past 24 GB and was killed.
-`release_free_memory()` hands free pages back between phases.
+glibc reads tunables only when a process starts, so `use_huge_pages()`
+re-executes the process once with the tunable added to GLIBC_TUNABLES, and
+only where it can help: Linux with glibc >= 2.35 and the kernel's THP mode
+`madvise` (with `always` every large mapping gets huge pages already; with
+`never` none can). BN_STUDY_HUGE_PAGES=0 turns it off, e.g. under a debugger.
 """
 
-import ctypes
-import ctypes.util
 import os
 import sys
+from typing import Mapping, Optional, Tuple
 
-# mallopt parameters, from glibc's malloc.h.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
+TUNABLE = 'glibc.malloc.hugetlb=1'
+OPT_OUT = 'BN_STUDY_HUGE_PAGES'
+_THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
-def _libc():
-  if (os.environ.get('BN_STUDY_KEEP_FREED_MEMORY', '0') != '1' or
-      not sys.platform.startswith('linux')):
-    return None
+def glibc_version() -> Optional[Tuple[int, int]]:
+  """(major, minor) of the running glibc; None elsewhere (macOS, musl)."""
   try:
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    libc.malloc_trim.argtypes = (ctypes.c_size_t,)
-    return libc
-  except (OSError, AttributeError):
+    name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
+    major, minor = version.split('.')[:2]
+    return (int(major), int(minor)) if name == 'glibc' else None
+  except (AttributeError, OSError, ValueError, TypeError):
     return None
 
 
-def keep_freed_memory() -> bool:
-  """Tunes glibc's malloc as above when BN_STUDY_KEEP_FREED_MEMORY=1; False
-  when not asked, or where there is no glibc (macOS, musl).
+def thp_mode(path: str = _THP_MODE_FILE) -> Optional[str]:
+  """The kernel's THP mode, the bracketed word of e.g. 'always [madvise]
+  never'; None where there is no such file."""
+  try:
+    with open(path, encoding='ascii') as f:
+      text = f.read()
+  except OSError:
+    return None
+  start, end = text.find('['), text.find(']')
+  return text[start + 1:end] if 0 <= start < end else None
 
-  Call first thing: threads that already have their own arena keep using
-  it, and may hand it to threads started later.
+
+def should_reexec(environ: Mapping[str, str], platform: str,
+                  glibc: Optional[Tuple[int, int]],
+                  thp: Optional[str]) -> bool:
+  """Whether re-executing with the tunable would turn huge pages on."""
+  return (platform.startswith('linux') and environ.get(OPT_OUT, '1') != '0'
+          and glibc is not None and glibc >= (2, 35) and thp == 'madvise'
+          and TUNABLE not in environ.get('GLIBC_TUNABLES', '').split(':'))
+
+
+def active(environ: Mapping[str, str] = os.environ) -> bool:
+  """Whether this process's malloc asks for huge pages."""
+  return (TUNABLE in environ.get('GLIBC_TUNABLES', '').split(':')
+          and thp_mode() in ('madvise', 'always'))
+
+
+def use_huge_pages():
+  """Re-executes this process with glibc.malloc.hugetlb=1 where that helps
+  (see above); returns where it does not, or already has it.
+
+  Call first thing in an entry point, before anything worth keeping exists:
+  the process image is replaced (same PID, arguments and environment).
   """
-  libc = _libc()
-  if libc is None:
-    return False
-  settings = (
-      (_M_ARENA_MAX, 1),  # Every thread allocates from the main heap,
-      (_M_MMAP_MAX, 0),  # which grows with brk, never with mmap,
-      (_M_TRIM_THRESHOLD, -1),  # and is never handed back (-1: no trimming;
-      # a finite one is at most 2 GiB, an int, which left batch-2500 steps
-      # faulting here).
-  )
-  return all(libc.mallopt(param, value) == 1 for param, value in settings)
-
-
-def release_free_memory():
-  """Hands the heap's free pages back to the OS (malloc_trim), so holes left
-  by one phase's buffers do not add up over many; the next steps fault their
-  buffers in once. Call between phases (after evals), never per step."""
-  libc = _libc()
-  if libc is not None:
-    libc.malloc_trim(0)
+  if not should_reexec(os.environ, sys.platform, glibc_version(), thp_mode()):
+    return
+  tunables = os.environ.get('GLIBC_TUNABLES')
+  env = dict(os.environ,
+             GLIBC_TUNABLES=f'{tunables}:{TUNABLE}' if tunables else TUNABLE)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  # sys.orig_argv keeps `-m module` and `-c code`, which sys.argv loses.
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

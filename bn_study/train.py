@@ -26,7 +26,6 @@ import optax
 from bn_study import analysis
 from bn_study import checkpoints
 from bn_study import errors
-from bn_study import host_memory
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
@@ -247,8 +246,6 @@ def _evaluate_all(config, modes, precise, steps, state, pipeline, mesh, epoch,
                  epoch + 1, step, prefix, result['accuracy'], result['loss'],
                  result['count'])
   writer.write_scalars(step, scalars)
-  # Eval buffers are not the step's sizes: free their holes in the heap.
-  host_memory.release_free_memory()
   if precise_stats is not None and config.precise_bn_replaces_ema:
     state = state.replace(batch_stats=precise_stats)
   return state

@@ -46,7 +46,7 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   result = json.loads(out.read_text())
   assert result['jax_version'] and result['device'] and result['date']
   assert 'prepared TFDS' in result['data']
-  assert result['keep_freed_memory'] is False  # Opt-in, as in main.py.
+  assert isinstance(result['huge_pages'], bool)
   assert [r['batch_size'] for r in result['results']] == [8, 16]
   for row in result['results']:
     assert row['images_per_sec'] > 0 and row['flops_per_step'] > 0

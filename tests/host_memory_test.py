@@ -1,4 +1,4 @@
-"""bn_study.host_memory: freed memory is reused, not faulted in again."""
+"""bn_study.host_memory: huge pages for malloc, by re-executing once."""
 
 import os
 import subprocess
@@ -6,15 +6,50 @@ import sys
 
 import pytest
 
+from bn_study import host_memory
 from tests.conftest import ROOT
 
-# Mallocs, fills and frees 100 MB a few times from a thread, as XLA:CPU's
-# workers do with a step's buffers; prints the most page faults of a round
-# after the first, and those of a round after release_free_memory().
+LINUX = 'linux'
+NEW = (2, 36)
+
+
+@pytest.mark.parametrize('environ, platform, glibc, thp, expected', [
+    ({}, LINUX, NEW, 'madvise', True),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, LINUX, NEW, 'madvise',
+     True),
+    # Already there: the re-executed process must not loop.
+    ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'},
+     LINUX, NEW, 'madvise', False),
+    ({'BN_STUDY_HUGE_PAGES': '0'}, LINUX, NEW, 'madvise', False),
+    ({'BN_STUDY_HUGE_PAGES': '1'}, LINUX, NEW, 'madvise', True),
+    ({}, LINUX, (2, 31), 'madvise', False),  # No such tunable before 2.35.
+    ({}, LINUX, NEW, 'always', False),  # The kernel does it already.
+    ({}, LINUX, NEW, 'never', False),
+    ({}, LINUX, NEW, None, False),
+    ({}, LINUX, None, 'madvise', False),  # musl
+    ({}, 'darwin', None, None, False),
+])
+def test_should_reexec(environ, platform, glibc, thp, expected):
+  assert host_memory.should_reexec(environ, platform, glibc, thp) is expected
+
+
+def test_thp_mode_reads_the_bracketed_word(tmp_path):
+  path = tmp_path / 'enabled'
+  path.write_text('always [madvise] never\n')
+  assert host_memory.thp_mode(str(path)) == 'madvise'
+  path.write_text('[always] madvise never\n')
+  assert host_memory.thp_mode(str(path)) == 'always'
+  assert host_memory.thp_mode(str(tmp_path / 'missing')) is None
+
+
+# Re-executes itself, then mallocs, fills and frees 100 MB a few times from a
+# thread, as XLA:CPU's workers do with a step's buffers; prints its arguments,
+# whether huge pages are on, and the most page faults of a round after the
+# first.
 _PROGRAM = """
-import ctypes, resource, threading
+import ctypes, resource, sys, threading
 from bn_study import host_memory
-kept = host_memory.keep_freed_memory()
+host_memory.use_huge_pages()
 libc = ctypes.CDLL('libc.so.6')
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = (ctypes.c_void_p,)
@@ -27,30 +62,34 @@ def rounds(n, out):
     out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 out = []
 t = threading.Thread(target=rounds, args=(4, out)); t.start(); t.join()
-host_memory.release_free_memory()  # The pages go back: the next round faults.
-t = threading.Thread(target=rounds, args=(1, out)); t.start(); t.join()
-print(kept, max(out[1:4]), out[4])
+print(' '.join(sys.argv[1:]), host_memory.active(), max(out[1:]))
 """
 
 
-def _faults(keep: bool):
-  env = dict(os.environ, BN_STUDY_KEEP_FREED_MEMORY='1' if keep else '0')
-  out = subprocess.run([sys.executable, '-c', _PROGRAM], cwd=ROOT, env=env,
-                       capture_output=True, text=True, check=True).stdout
-  kept, faults, after_release = out.split()
-  return kept == 'True', float(faults), float(after_release)
+def _run(huge_pages: bool):
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  env[host_memory.OPT_OUT] = '1' if huge_pages else '0'
+  out = subprocess.run(
+      [sys.executable, '-c', _PROGRAM, 'two', '--args'], cwd=ROOT, env=env,
+      capture_output=True, text=True, check=True).stdout
+  *args, active, faults = out.split()
+  return args, active == 'True', float(faults)
 
 
-@pytest.mark.skipif(not sys.platform.startswith('linux'),
-                    reason='tunes glibc malloc; elsewhere it does nothing')
-def test_freed_memory_is_reused_without_page_faults():
-  kept, faults, after_release = _faults(keep=True)
-  assert kept
+@pytest.mark.skipif(
+    not host_memory.should_reexec({}, sys.platform,
+                                  host_memory.glibc_version(),
+                                  host_memory.thp_mode()),
+    reason='needs Linux, glibc >= 2.35 and THP mode madvise; elsewhere '
+    'use_huge_pages() leaves the process as it is')
+def test_huge_pages_cut_page_faults():
+  args, active, faults = _run(huge_pages=True)
+  assert args == ['two', '--args']  # The re-executed process got them back.
+  assert active
   pages = 100_000_000 // 4096
-  assert faults < 0.05 * pages
-  # release_free_memory hands the pages back; they are faulted in again.
-  assert after_release > 0.9 * pages
-  # Without it, glibc unmaps the array on free and every round faults it in.
-  kept, faults, _ = _faults(keep=False)
-  assert not kept
+  assert faults < 0.25 * pages
+  # Without it, glibc unmaps the block on free and each round faults every
+  # 4 KiB page in again.
+  args, active, faults = _run(huge_pages=False)
+  assert args == ['two', '--args'] and not active
   assert faults > 0.9 * pages
