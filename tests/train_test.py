@@ -304,3 +304,18 @@ def test_global_norm_is_optax_global_norm():
           'b': {'c': -jax.random.uniform(jax.random.key(1), (11,))}}
   np.testing.assert_allclose(jax.jit(train.global_norm)(tree),
                              optax.global_norm(tree), rtol=1e-6)
+
+
+def test_update_norm_is_the_norm_of_the_applied_update():
+  _, pipeline, mesh, _, state, steps = _setup()
+  before = jax.device_get(state.params)
+  state, metrics = steps.train(
+      state, mesh_lib.global_batch(next(pipeline.train(0)), mesh),
+      train.TrainMetrics.empty())
+  after = jax.device_get(state.params)
+  applied = np.sqrt(sum(
+      np.sum((np.float64(a) - np.float64(b)) ** 2)
+      for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))))
+  assert applied > 0
+  np.testing.assert_allclose(float(metrics.compute()['update_norm']), applied,
+                             rtol=1e-5)
