@@ -70,12 +70,16 @@ def use_huge_pages():
   Call first thing in an entry point, before anything worth keeping exists:
   the process image is replaced (same PID, arguments and environment).
   """
-  if not should_reexec(os.environ, sys.platform, glibc_version(), thp_mode()):
+  if not (sys.executable and should_reexec(os.environ, sys.platform,
+                                           glibc_version(), thp_mode())):
     return
   tunables = os.environ.get('GLIBC_TUNABLES')
   env = dict(os.environ,
              GLIBC_TUNABLES=f'{tunables}:{TUNABLE}' if tunables else TUNABLE)
   sys.stdout.flush()
   sys.stderr.flush()
-  # sys.orig_argv keeps `-m module` and `-c code`, which sys.argv loses.
-  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  try:
+    # sys.orig_argv keeps `-m module` and `-c code`, which sys.argv loses.
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  except OSError:
+    pass  # Runs on as it is, only slower.
