@@ -51,10 +51,12 @@ def thp_mode(path: str = _THP_MODE_FILE) -> Optional[str]:
 def should_reexec(environ: Mapping[str, str], platform: str,
                   glibc: Optional[Tuple[int, int]],
                   thp: Optional[str]) -> bool:
-  """Whether re-executing with the tunable would turn huge pages on."""
+  """Whether re-executing with the tunable would turn huge pages on; not
+  where GLIBC_TUNABLES sets glibc.malloc.hugetlb already, to any value."""
+  tunables = environ.get('GLIBC_TUNABLES', '').split(':')
   return (platform.startswith('linux') and environ.get(OPT_OUT, '1') != '0'
           and glibc is not None and glibc >= (2, 35) and thp == 'madvise'
-          and TUNABLE not in environ.get('GLIBC_TUNABLES', '').split(':'))
+          and not any(t.startswith('glibc.malloc.hugetlb=') for t in tunables))
 
 
 def active(environ: Mapping[str, str] = os.environ) -> bool:

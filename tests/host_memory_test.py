@@ -20,6 +20,9 @@ NEW = (2, 36)
     # Already there: the re-executed process must not loop.
     ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'},
      LINUX, NEW, 'madvise', False),
+    # The user's own choice stands.
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, LINUX, NEW, 'madvise',
+     False),
     ({'BN_STUDY_HUGE_PAGES': '0'}, LINUX, NEW, 'madvise', False),
     ({'BN_STUDY_HUGE_PAGES': '1'}, LINUX, NEW, 'madvise', True),
     ({}, LINUX, (2, 31), 'madvise', False),  # No such tunable before 2.35.
