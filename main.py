@@ -7,7 +7,7 @@
 
 # First, before anything worth keeping exists: re-executes with glibc's
 # malloc asking for huge pages where that helps (bn_study/host_memory.py:
-# a third off the CPU train step).
+# a third off the CPU train step at batch 128).
 from bn_study import host_memory  # pylint: disable=g-bad-import-order
 host_memory.use_huge_pages()
 

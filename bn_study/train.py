@@ -145,7 +145,8 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
   params = optax.apply_updates(state.params, updates)
   grad_norm = global_norm(grads)
   # The update as applied, new minus old params: XLA then fuses optax's
-  # update into the params' (batch 128 on CPU: 20 ms less a step).
+  # update into the params' (batch 128 on CPU: 7-20 ms less a step,
+  # docs/performance.md).
   update_norm = global_norm(jax.tree.map(jnp.subtract, params, state.params))
   finite = jnp.isfinite(loss.mean()) & jnp.isfinite(grad_norm)
   new = (params, opt_state, batch_stats)
