@@ -53,16 +53,19 @@ def should_reexec(environ: Mapping[str, str], platform: str,
                   thp: Optional[str]) -> bool:
   """Whether re-executing with the tunable would turn huge pages on; not
   where GLIBC_TUNABLES sets glibc.malloc.hugetlb already, to any value."""
-  tunables = environ.get('GLIBC_TUNABLES', '').split(':')
   return (platform.startswith('linux') and environ.get(OPT_OUT, '1') != '0'
           and glibc is not None and glibc >= (2, 35) and thp == 'madvise'
-          and not any(t.startswith('glibc.malloc.hugetlb=') for t in tunables))
+          and not any(t.startswith('glibc.malloc.hugetlb=')
+                      for t in _tunables(environ)))
 
 
 def active(environ: Mapping[str, str] = os.environ) -> bool:
   """Whether this process's malloc asks for huge pages."""
-  return (TUNABLE in environ.get('GLIBC_TUNABLES', '').split(':')
-          and thp_mode() in ('madvise', 'always'))
+  return TUNABLE in _tunables(environ) and thp_mode() in ('madvise', 'always')
+
+
+def _tunables(environ: Mapping[str, str]):
+  return environ.get('GLIBC_TUNABLES', '').split(':')
 
 
 def use_huge_pages():
