@@ -43,13 +43,35 @@ def _patches(x, kh: int, kw: int, strides: Tuple[int, int]):
        for i in range(kh) for j in range(kw)], axis=-1)
 
 
+@jax.custom_jvp
+def _patches_matmul(patches, kernel):
+  """patches (..., K) @ kernel (K, F), its kernel gradient spelled for
+  XLA:CPU (see the JVP below)."""
+  return patches @ kernel
+
+
+@_patches_matmul.defjvp
+def _patches_matmul_jvp(primals, tangents):
+  patches, kernel = primals
+  d_patches, d_kernel = tangents
+  rows = patches.reshape(-1, patches.shape[-1])
+  # The kernel's term, written so that its transpose, the kernel gradient,
+  # comes out as (g^T rows)^T: a (F, K) matmul over every output position
+  # (N * Ho * Wo, hundreds of thousands), then a small transpose. XLA's own
+  # (K, F) form of it runs slower in Eigen on CPU (docs/performance.md);
+  # the barrier keeps XLA from folding the transpose back into the dot.
+  kernel_term = (jax.lax.optimization_barrier(d_kernel.T) @ rows.T).T
+  return (patches @ kernel,
+          d_patches @ kernel + kernel_term.reshape(*patches.shape[:-1], -1))
+
+
 class Im2colConv(nn.Module):
   """nn.Conv computed as one matmul over the input's patches (im2col).
 
   On CPU, XLA's convolutions run far below its matmuls, the kernel gradient
   worst (docs/performance.md); as a matmul, forward pass and both gradients
-  (JAX's own derivatives of slicing and a dot) are matmuls and copies. The
-  same sums in another order. Parameters are nn.Conv's (`kernel`
+  (JAX's derivatives of slicing, `_patches_matmul`'s of the dot) are matmuls
+  and copies. The same sums in another order. Parameters are nn.Conv's (`kernel`
   (kh, kw, C, F), `bias`), initialized the same way, so checkpoints and
   initial values match.
   """
@@ -71,7 +93,7 @@ class Im2colConv(nn.Module):
                                      self.strides, 'SAME')
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     patches = _patches(x, kh, kw, tuple(self.strides))
-    y = patches @ kernel.reshape(-1, self.features)
+    y = _patches_matmul(patches, kernel.reshape(-1, self.features))
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,))
     return y

@@ -124,6 +124,25 @@ def test_im2col_conv_is_nn_conv(padding, stride):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+def test_im2col_conv_forward_mode_is_nn_conv():
+  # Its custom JVP must give nn.Conv's tangents too (jax.jvp, Hessian-vector
+  # products), not only its gradients.
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+  kwargs = dict(features=6, kernel_size=(3, 3), strides=(1, 1),
+                padding='VALID', use_bias=False,
+                kernel_init=nn.initializers.glorot_uniform(),
+                bias_init=nn.initializers.zeros)
+  ref, ours = nn.Conv(**kwargs), models.Im2colConv(**kwargs)
+  variables = ref.init(jax.random.key(1), x)
+  tangents = (jax.tree.map(lambda v: jax.random.normal(jax.random.key(2),
+                                                       v.shape), variables),
+              jax.random.normal(jax.random.key(3), x.shape))
+  out_ref, t_ref = jax.jvp(ref.apply, (variables, x), tangents)
+  out_ours, t_ours = jax.jvp(ours.apply, (variables, x), tangents)
+  np.testing.assert_allclose(out_ours, out_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(t_ours, t_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_impl_choices():
   config = tiny.get_config()
   assert models.conv_impl(config.model) == (
