@@ -6,12 +6,14 @@ For each batch size, after warm-up, timing with `block_until_ready` and taking
 medians over repeats: train step time and images/s, eval images/s, the step's
 FLOPs from XLA's cost analysis and the FLOP/s achieved, and
 `roofline_fraction` = achieved FLOP/s / the FLOP/s of a large float32 matmul
-timed on the same device in the same run. Once per run: train-step compile
+on the same device, timed alternately with that batch size's steps (a shared
+or throttled machine then slows both alike). Once per run: train-step compile
 time cold and with the persistent compilation cache warm, input pipeline
 images/s on its own, the end-to-end wall time of one epoch against
 steps x step time + eval, and BN's overhead (this config's step time over the
 same config with model.norm=none). Prints a table; --json writes
-{"device", "jax_version", "date", "matmul_flops_per_sec", "results": [...]}.
+{"device", "jax_version", "date", "matmul_flops_per_sec" (the reference at
+the start), "results": [...]}, each row with its own "matmul_flops_per_sec".
 """
 
 # First, as in main.py: huge pages for malloc where they help.
@@ -28,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -85,26 +87,35 @@ def epoch_gap(wall: float, predicted: float) -> float:
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int
                ) -> List[float]:
   """Seconds per call of fn (which must block until its result is ready)."""
+  return time_alternately([fn], repeats, warmup)[0]
+
+
+def time_alternately(fns: Sequence[Callable[[], object]], repeats: int,
+                     warmup: int) -> List[List[float]]:
+  """Seconds per call of each fn, calling them in turn `repeats` times after
+  `warmup` untimed turns, so that drift in the machine's speed reaches all
+  of them alike."""
   for _ in range(warmup):
-    fn()
-  times = []
+    for fn in fns:
+      fn()
+  times = [[] for _ in fns]
   for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
+    for fn, out in zip(fns, times):
+      start = time.perf_counter()
+      fn()
+      out.append(time.perf_counter() - start)
   return times
 
 
 # Measurements.
 
 
-def reference_matmul(repeats: int, n: int = MATMUL_SIZE) -> float:
-  """FLOP/s of an n x n float32 matmul on the default device."""
+def matmul_call(n: int = MATMUL_SIZE) -> Callable[[], None]:
+  """One n x n float32 matmul on the default device, blocking."""
   a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
   b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
   dot = jax.jit(jnp.dot)
-  times = time_calls(lambda: dot(a, b).block_until_ready(), repeats, 2)
-  return flops_per_sec(matmul_flops(n), median_seconds(times))
+  return lambda: dot(a, b).block_until_ready()
 
 
 @dataclasses.dataclass
@@ -152,7 +163,10 @@ def compile_times(setup: Setup, batch_size: int) -> Dict[str, float]:
 
 
 def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
-                       warmup: int, reference: float) -> Dict[str, float]:
+                       warmup: int, matmul: Optional[Callable[[], None]]
+                       ) -> Dict[str, float]:
+  """Step and eval rates; with `matmul` (a MATMUL_SIZE reference call, timed
+  in turn with the steps) also the roofline fraction."""
   batch = _fake_batch(setup, batch_size)
   compiled = setup.steps.train.lower(
       setup.state, batch, train.TrainMetrics.empty()).compile()
@@ -168,7 +182,12 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
         holder['state'], batch, holder['metrics'])
     jax.block_until_ready(holder['state'])
 
-  step_s = median_seconds(time_calls(step, repeats, warmup))
+  if matmul is None:
+    step_s = median_seconds(time_calls(step, repeats, warmup))
+  else:
+    step_times, matmul_times = time_alternately([step, matmul], repeats,
+                                                warmup)
+    step_s = median_seconds(step_times)
   eval_batch = _fake_batch(setup, batch_size, eval_mask=True)
 
   def eval_call():
@@ -177,11 +196,16 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
 
   eval_s = median_seconds(time_calls(eval_call, repeats, warmup))
   achieved = flops_per_sec(flops, step_s)
-  return {'batch_size': batch_size, 'step_s': step_s,
-          'images_per_sec': images_per_sec(batch_size, step_s),
-          'eval_images_per_sec': images_per_sec(batch_size, eval_s),
-          'flops_per_step': flops, 'flops_per_sec': achieved,
-          'roofline_fraction': roofline_fraction(achieved, reference)}
+  row = {'batch_size': batch_size, 'step_s': step_s,
+         'images_per_sec': images_per_sec(batch_size, step_s),
+         'eval_images_per_sec': images_per_sec(batch_size, eval_s),
+         'flops_per_step': flops, 'flops_per_sec': achieved}
+  if matmul is not None:
+    reference = flops_per_sec(matmul_flops(MATMUL_SIZE),
+                              median_seconds(matmul_times))
+    row.update(matmul_flops_per_sec=reference,
+               roofline_fraction=roofline_fraction(achieved, reference))
+  return row
 
 
 def instrument_times(setup: Setup, batch_size: int, repeats: int,
@@ -269,7 +293,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
   compilation_cache.enable(cache_dir)
   pipeline = input_pipeline.Pipeline(config)
   info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
-  reference = reference_matmul(repeats)
+  matmul = matmul_call()
+  reference = flops_per_sec(matmul_flops(MATMUL_SIZE),
+                            median_seconds(time_calls(matmul, repeats, 2)))
   rows = []
   none_config = config.copy_and_resolve_references()
   none_config.model.norm = 'none'
@@ -283,7 +309,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       row.update(compile_times(setup, batch_size))
       first = False
     row.update(measure_batch_size(setup, batch_size, repeats, warmup,
-                                  reference))
+                                  matmul))
     if instruments:
       row.update(instrument_times(setup, batch_size, max(1, repeats // 3),
                                   1))
@@ -291,7 +317,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       ncfg = none_config.copy_and_resolve_references()
       ncfg.batch_size = ncfg.eval_batch_size = batch_size
       none_row = measure_batch_size(_setup(ncfg, info, steps_per_epoch),
-                                    batch_size, repeats, warmup, reference)
+                                    batch_size, repeats, warmup, None)
       row['bn_overhead'] = row['step_s'] / none_row['step_s']
     rows.append(row)
   extras = {}
@@ -322,18 +348,21 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
 def format_table(result: dict) -> str:
   lines = [f'{result["device"]} x{result["device_count"]}, jax '
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
-           f'reference: {result["reference"]} = '
-           f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s',
+           f'reference: {result["reference"]}, timed in turn with each '
+           f'batch size\'s steps ("ref"); '
+           f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s at the start',
            f'huge_pages: {result.get("huge_pages")}, '
            f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}', '',
            f'{"batch":>6} {"step ms":>9} {"img/s":>9} {"eval img/s":>11} '
-           f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"roofline":>9} {"BN x":>6}']
+           f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"ref":>7} {"roofline":>9} '
+           f'{"BN x":>6}']
   for r in result['results']:
     bn = f'{r["bn_overhead"]:.2f}' if 'bn_overhead' in r else '-'
     lines.append(
         f'{r["batch_size"]:>6} {r["step_s"] * 1e3:>9.1f} '
         f'{r["images_per_sec"]:>9.0f} {r["eval_images_per_sec"]:>11.0f} '
         f'{r["flops_per_step"] / 1e9:>11.2f} {r["flops_per_sec"] / 1e9:>9.1f} '
+        f'{r["matmul_flops_per_sec"] / 1e9:>7.1f} '
         f'{r["roofline_fraction"]:>9.2f} {bn:>6}')
   for r in result['results']:
     if 'instrument_act_s' in r:

@@ -32,6 +32,15 @@ def test_time_calls_counts_warmup_and_repeats():
   assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
 
 
+def test_time_alternately_calls_in_turn():
+  calls = []
+  times = benchmark.time_alternately(
+      [lambda: calls.append('a'), lambda: calls.append('b')], repeats=3,
+      warmup=1)
+  assert calls == ['a', 'b'] * 4
+  assert [len(t) for t in times] == [3, 3]
+
+
 def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
@@ -55,8 +64,10 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   assert [r['batch_size'] for r in result['results']] == [8, 16]
   for row in result['results']:
     assert row['images_per_sec'] > 0 and row['flops_per_step'] > 0
+    # Against the reference timed in turn with this row's steps.
+    assert row['matmul_flops_per_sec'] > 0
     assert row['roofline_fraction'] == pytest.approx(
-        row['flops_per_sec'] / result['matmul_flops_per_sec'])
+        row['flops_per_sec'] / row['matmul_flops_per_sec'])
     assert row['bn_overhead'] > 0
     assert row['instrument_ics_s'] > 0 and row['instrument_act_s'] > 0
   assert result['epoch_wall_s'] > 0 and result['pipeline_images_per_sec'] > 0
