@@ -197,7 +197,8 @@ def train_compiler_options(platform: str):
   On CPU, XLA's tree reduction rewriter turns some large sums into a
   32 x 32 reduce-window and a second sum. It did so for the gradient norm
   over dense1's 25M weights, and YNNPACK ran that form at 59-115 ms against
-  13-16 ms for the plain sum of the same size (batch 128, docs/performance.md).
+  12-15 ms for the other norms' plain sums of the same size (batch 128,
+  docs/performance.md).
   Without the pass every sum is one reduction; float32 accuracy is tested
   against float64 (train_test).
   """
