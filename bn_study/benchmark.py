@@ -341,6 +341,8 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec='seconds'),
           'config_norm': config.model.norm, 'data': data,
+          'train_compiler_options': train.train_compiler_options(
+              jax.devices()[0].platform),
           'reference': f'{MATMUL_SIZE}x{MATMUL_SIZE} float32 jnp.dot',
           'matmul_flops_per_sec': reference, 'results': rows, **extras}
 
@@ -352,7 +354,9 @@ def format_table(result: dict) -> str:
            f'batch size\'s steps ("ref"); '
            f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s at the start',
            f'huge_pages: {result.get("huge_pages")}, '
-           f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}', '',
+           f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}, '
+           f'train step compiler_options: '
+           f'{result.get("train_compiler_options") or "(none)"}', '',
            f'{"batch":>6} {"step ms":>9} {"img/s":>9} {"eval img/s":>11} '
            f'{"GFLOP/step":>11} {"GFLOP/s":>9} {"ref":>7} {"roofline":>9} '
            f'{"BN x":>6}']

@@ -10,6 +10,7 @@ import pytest
 
 from bn_study import benchmark
 from bn_study import host_memory
+from bn_study import train
 from tests.conftest import ROOT
 from tests import helpers
 
@@ -56,6 +57,8 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   result = json.loads(out.read_text())
   assert result['jax_version'] and result['device'] and result['date']
   assert 'prepared TFDS' in result['data']
+  assert result['train_compiler_options'] == train.train_compiler_options(
+      result['platform'])
   # The benchmark re-executes itself with huge pages where that helps.
   expected = host_memory.active() or host_memory.should_reexec(
       os.environ, sys.platform, host_memory.glibc_version(),
