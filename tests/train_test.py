@@ -306,6 +306,11 @@ def test_global_norm_is_optax_global_norm():
                              optax.global_norm(tree), rtol=1e-6)
 
 
+def _norm64(tree):
+  """The global norm of a tree, summed in float64."""
+  return np.sqrt(sum(np.sum(np.float64(x) ** 2) for x in jax.tree.leaves(tree)))
+
+
 def test_update_norm_is_the_norm_of_the_applied_update():
   _, pipeline, mesh, _, state, steps = _setup()
   before = jax.device_get(state.params)
@@ -313,9 +318,8 @@ def test_update_norm_is_the_norm_of_the_applied_update():
       state, mesh_lib.global_batch(next(pipeline.train(0)), mesh),
       train.TrainMetrics.empty())
   after = jax.device_get(state.params)
-  applied = np.sqrt(sum(
-      np.sum((np.float64(a) - np.float64(b)) ** 2)
-      for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))))
+  applied = _norm64(jax.tree.map(
+      lambda a, b: np.float64(a) - np.float64(b), after, before))
   assert applied > 0
   np.testing.assert_allclose(float(metrics.compute()['update_norm']), applied,
                              rtol=1e-5)
@@ -324,39 +328,36 @@ def test_update_norm_is_the_norm_of_the_applied_update():
 def test_cpu_train_step_sums_without_tree_reductions():
   _, pipeline, mesh, _, state, steps = _setup()
   batch = mesh_lib.global_batch(next(pipeline.train(0)), mesh)
+  assert train.train_compiler_options('gpu') is None
+  if mesh.devices.flat[0].platform != 'cpu':
+    pytest.skip('the tree reduction pass is turned off on CPU only')
   hlo = steps.train.lower(state, batch,
                           train.TrainMetrics.empty()).compile().as_text()
-  if mesh.devices.flat[0].platform == 'cpu':
-    assert 'reduce-window' not in hlo
-  assert train.train_compiler_options('gpu') is None
+  assert 'reduce-window' not in hlo
 
 
 def test_train_step_sums_match_float64():
   """The step's large sums (BN statistics over 512 x 32 x 32 pixels, the
   norms) are each one float32 reduction on CPU: as accurate as float64
   to 1e-5."""
-  _, _, mesh, model, state, steps = _setup()
+  config, _, mesh, model, state, steps = _setup()
   rng = np.random.default_rng(0)
   images = rng.normal(100, 50, (512, 32, 32, 3)).astype(np.float32)
   batch = {'image': images, 'label': rng.integers(0, 10, 512)}
   params = jax.device_get(state.params)
   grads = jax.device_get(jax.grad(lambda p: train.cross_entropy(
-      model.apply({'params': p, 'batch_stats': state.batch_stats},
-                  images, train=True, mutable=['batch_stats'])[0],
+      model.apply(models.variables(p, state.batch_stats), images,
+                  train=True, mutable=['batch_stats'])[0],
       batch['label']).mean())(state.params))
   old_mean = jax.device_get(state.batch_stats['conv1_norm']['mean'])
   new, metrics = steps.train(state, mesh_lib.global_batch(batch, mesh),
                              train.TrainMetrics.empty())
   values = metrics.compute()
-
-  def norm64(tree):
-    return np.sqrt(sum(np.sum(np.float64(x) ** 2)
-                       for x in jax.tree.leaves(tree)))
-
-  np.testing.assert_allclose(values['param_norm'], norm64(params), rtol=1e-5)
-  np.testing.assert_allclose(values['grad_norm'], norm64(grads), rtol=1e-5)
+  np.testing.assert_allclose(values['param_norm'], _norm64(params), rtol=1e-5)
+  np.testing.assert_allclose(values['grad_norm'], _norm64(grads), rtol=1e-5)
   # The input norm's running mean moved 1 - bn_momentum toward the batch mean.
-  expected = 0.01 * np.float64(images).mean(axis=(0, 1, 2))
+  momentum = config.model.bn_momentum
+  expected = (1 - momentum) * np.float64(images).mean(axis=(0, 1, 2))
   np.testing.assert_allclose(
-      new.batch_stats['conv1_norm']['mean'] - np.float64(old_mean) * 0.99,
+      new.batch_stats['conv1_norm']['mean'] - np.float64(old_mean) * momentum,
       expected, rtol=1e-5)
