@@ -11,7 +11,10 @@ or throttled machine then slows both alike). Once per run: train-step compile
 time cold and with the persistent compilation cache warm, input pipeline
 images/s on its own, the end-to-end wall time of one epoch against
 steps x step time + eval, and BN's overhead (this config's step time over the
-same config with model.norm=none). Prints a table; --json writes
+same config with model.norm=none). Where Python has `resource`, each row also
+has the kernel's system CPU seconds and minor page faults per step (medians):
+XLA:CPU mallocs a step's temporaries afresh, and the kernel zeroes every page
+it faults in. Prints a table; --json writes
 {"device", "jax_version", "date", "matmul_flops_per_sec" (the reference at
 the start), "results": [...]}, each row with its own "matmul_flops_per_sec".
 """
@@ -176,11 +179,16 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
   # The step donates its state: thread it through the timed calls.
   holder = {'state': jax.tree.map(jnp.copy, setup.state),
             'metrics': train.TrainMetrics.empty()}
+  kernel = []  # Per call: the kernel's system seconds and page faults.
 
   def step():
+    before = host_memory.kernel_usage()
     holder['state'], holder['metrics'] = setup.steps.train(
         holder['state'], batch, holder['metrics'])
     jax.block_until_ready(holder['state'])
+    if before is not None:
+      after = host_memory.kernel_usage()
+      kernel.append((after[0] - before[0], after[1] - before[1]))
 
   if matmul is None:
     step_s = median_seconds(time_calls(step, repeats, warmup))
@@ -200,6 +208,10 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
          'images_per_sec': images_per_sec(batch_size, step_s),
          'eval_images_per_sec': images_per_sec(batch_size, eval_s),
          'flops_per_step': flops, 'flops_per_sec': achieved}
+  if kernel:  # The timed calls are the last `repeats`.
+    timed = kernel[-repeats:]
+    row.update(system_s_per_step=statistics.median(k[0] for k in timed),
+               page_faults_per_step=statistics.median(k[1] for k in timed))
   if matmul is not None:
     reference = flops_per_sec(matmul_flops(MATMUL_SIZE),
                               median_seconds(matmul_times))
@@ -374,6 +386,13 @@ def format_table(result: dict) -> str:
                    'in train steps): ' + ', '.join(
                        f'{name} {r[f"instrument_{name}_s"] / r["step_s"]:.1f}'
                        for name in analysis.INSTRUMENTS))
+  kernel = [r for r in result['results'] if 'page_faults_per_step' in r]
+  if kernel:
+    lines.append('kernel time per train step (median; faulting in and zeroing '
+                 'fresh memory): ' + ', '.join(
+                     f'batch {r["batch_size"]} {r["system_s_per_step"] * 1e3:.0f}'
+                     f' ms system, {r["page_faults_per_step"]:.0f} page faults'
+                     for r in kernel))
   r0 = result['results'][0]
   if 'compile_cold_s' in r0:
     lines.append(f'\ntrain-step compile (batch {r0["batch_size"]}): cold '

@@ -15,11 +15,19 @@ re-executes the process once with the tunable added to GLIBC_TUNABLES, and
 only where it can help: Linux with glibc >= 2.35 and the kernel's THP mode
 `madvise` (with `always` every large mapping gets huge pages already; with
 `never` none can). BN_STUDY_HUGE_PAGES=0 turns it off, e.g. under a debugger.
+
+Even so the kernel zeroes each huge page it faults in: `kernel_usage()`
+reads what it spent on this process, which the benchmark reports per step.
 """
 
 import os
 import sys
 from typing import Mapping, Optional, Tuple
+
+try:
+  import resource
+except ImportError:  # Windows
+  resource = None
 
 TUNABLE = 'glibc.malloc.hugetlb=1'
 OPT_OUT = 'BN_STUDY_HUGE_PAGES'
@@ -62,6 +70,16 @@ def should_reexec(environ: Mapping[str, str], platform: str,
 def active(environ: Mapping[str, str] = os.environ) -> bool:
   """Whether this process's malloc asks for huge pages."""
   return TUNABLE in _tunables(environ) and thp_mode() in ('madvise', 'always')
+
+
+def kernel_usage() -> Optional[Tuple[float, int]]:
+  """(system CPU seconds, minor page faults) of this process so far: what the
+  kernel spends on it, mostly faulting in (and zeroing) fresh memory. None
+  where the `resource` module is missing."""
+  if resource is None:
+    return None
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_stime, usage.ru_minflt
 
 
 def _tunables(environ: Mapping[str, str]):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from bn_study import host_memory
@@ -43,6 +44,18 @@ def test_thp_mode_reads_the_bracketed_word(tmp_path):
   path.write_text('[always] madvise never\n')
   assert host_memory.thp_mode(str(path)) == 'always'
   assert host_memory.thp_mode(str(tmp_path / 'missing')) is None
+
+
+def test_kernel_usage_counts_the_faults_of_fresh_memory():
+  before = host_memory.kernel_usage()
+  if before is None:
+    pytest.skip('no `resource` module on this platform: kernel_usage is None')
+  block = np.ones(50_000_000 // 8)  # 50 MB, mmap'd afresh and written.
+  after = host_memory.kernel_usage()
+  assert block.sum() == block.size
+  assert after[0] >= before[0]
+  # At least one fault per 2 MiB huge page; 4 KiB pages give ~12,000.
+  assert after[1] - before[1] >= 50_000_000 // (2 << 20)
 
 
 # Re-executes itself, then mallocs, fills and frees 100 MB a few times from a
