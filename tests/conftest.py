@@ -1,15 +1,32 @@
-"""Fixtures shared by tests that run main.py or the sweep in subprocesses."""
+"""Fixtures shared by tests that run main.py or the sweep in subprocesses,
+and the session's compilation cache."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
+from bn_study import compilation_cache
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pytest_configure(config):
+  """One persistent compilation cache for the session, set before any test
+  module is imported: the many tests that train the same tiny model then
+  compile its steps once, not once per test (jit caches in memory only per
+  function object, and each run makes its own)."""
+  config.bn_study_jax_cache = tempfile.mkdtemp(prefix='bn_study_jax_cache_')
+  compilation_cache.enable(config.bn_study_jax_cache)
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(getattr(config, 'bn_study_jax_cache', ''), ignore_errors=True)
 
 
 @pytest.fixture(scope='session')
