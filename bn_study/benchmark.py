@@ -10,9 +10,11 @@ on the same device, timed alternately with that batch size's steps (a shared
 or throttled machine then slows both alike). Once per run: train-step compile
 time cold and with the persistent compilation cache warm, input pipeline
 images/s on its own, the end-to-end wall time of one epoch against
-steps x step time + eval, and BN's overhead (this config's step time over the
-same config with model.norm=none). Where Python has `resource`, each row also
-has the kernel's system CPU seconds and minor page faults per step (medians):
+steps x step time + eval (and against the mean of those and the same timed
+again right after the epoch, since a shared machine's speed drifts in
+between), and BN's overhead (this config's step time over the same config
+with model.norm=none). Where Python has `resource`, each row also has the
+kernel's system CPU seconds and minor page faults per step (medians):
 XLA:CPU mallocs a step's temporaries afresh, and the kernel zeroes every page
 it faults in. Prints a table; --json writes
 {"device", "jax_version", "date", "matmul_flops_per_sec" (the reference at
@@ -272,7 +274,8 @@ def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
   steps_per_epoch = int(evals.steps[1] - evals.steps[0])
   predicted = steps_per_epoch * step_s + eval_s
   return {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
-          'epoch_gap': epoch_gap(wall, predicted)}
+          'epoch_gap': epoch_gap(wall, predicted), 'epoch_step_s': step_s,
+          'epoch_steps': steps_per_epoch}
 
 
 FLAGS = flags.FLAGS
@@ -346,6 +349,18 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       with tempfile.TemporaryDirectory() as workdir:
         extras.update(epoch_end_to_end(ecfg, workdir, row['step_s'], eval_s))
       extras['epoch_batch_size'] = size
+      # The step and eval again, right after the epoch: with the timings
+      # before it they bracket the epoch, so the machine's drift in between
+      # does not read as the training loop's own cost.
+      after = measure_batch_size(_setup(ecfg, info, steps_per_epoch), size,
+                                 repeats, warmup, None)
+      predicted = (extras['epoch_steps'] * (row['step_s'] + after['step_s'])
+                   / 2 + (eval_s + info.num_eval /
+                          after['eval_images_per_sec']) / 2)
+      extras.update(epoch_step_s_after=after['step_s'],
+                    epoch_predicted_bracketed_s=predicted,
+                    epoch_gap_bracketed=epoch_gap(extras['epoch_wall_s'],
+                                                  predicted))
   return {'device': str(jax.devices()[0].device_kind),
           'platform': jax.devices()[0].platform,
           'device_count': jax.device_count(),
@@ -410,6 +425,12 @@ def format_table(result: dict) -> str:
                  f'{result["epoch_wall_s"]:.1f} s wall vs '
                  f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
                  f'eval ({result["epoch_gap"] * 100:+.1f}%)')
+    if 'epoch_gap_bracketed' in result:
+      lines.append(f'  against the step timed again after it '
+                   f'({result["epoch_step_s_after"] * 1e3:.1f} ms, before '
+                   f'{result["epoch_step_s"] * 1e3:.1f} ms) and their mean: '
+                   f'{result["epoch_predicted_bracketed_s"]:.1f} s '
+                   f'({result["epoch_gap_bracketed"] * 100:+.1f}%)')
   return '\n'.join(lines)
 
 

@@ -79,6 +79,13 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
     if has_rusage:
       assert row['system_s_per_step'] >= 0 and row['page_faults_per_step'] >= 0
   assert result['epoch_wall_s'] > 0 and result['pipeline_images_per_sec'] > 0
+  # The epoch against the step timed before it (the largest batch's row) and,
+  # bracketing it, again after it.
+  assert result['epoch_step_s'] == result['results'][-1]['step_s']
+  assert result['epoch_step_s_after'] > 0
+  assert result['epoch_gap_bracketed'] == pytest.approx(benchmark.epoch_gap(
+      result['epoch_wall_s'], result['epoch_predicted_bracketed_s']))
+  assert 'timed again after it' in proc.stdout
   assert os.listdir(tmp_path / 'cache')  # The persistent cache was written.
 
 
