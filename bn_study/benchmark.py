@@ -84,6 +84,11 @@ def images_per_sec(batch_size: int, seconds: float) -> float:
   return batch_size / seconds
 
 
+def predicted_epoch_s(steps: int, step_s: float, eval_s: float) -> float:
+  """What an epoch should take: steps x step time + one eval."""
+  return steps * step_s + eval_s
+
+
 def epoch_gap(wall: float, predicted: float) -> float:
   """How far the measured epoch is above steps x step time + eval (0.1 = 10%)."""
   return wall / predicted - 1.0
@@ -272,7 +277,7 @@ def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
   evals = runs.read_scalars(workdir)['eval/accuracy']
   wall = float(evals.wall_times[1] - evals.wall_times[0])
   steps_per_epoch = int(evals.steps[1] - evals.steps[0])
-  predicted = steps_per_epoch * step_s + eval_s
+  predicted = predicted_epoch_s(steps_per_epoch, step_s, eval_s)
   return {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
           'epoch_gap': epoch_gap(wall, predicted), 'epoch_step_s': step_s,
           'epoch_steps': steps_per_epoch}
@@ -354,9 +359,10 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       # does not read as the training loop's own cost.
       after = measure_batch_size(_setup(ecfg, info, steps_per_epoch), size,
                                  repeats, warmup, None)
-      predicted = (extras['epoch_steps'] * (row['step_s'] + after['step_s'])
-                   / 2 + (eval_s + info.num_eval /
-                          after['eval_images_per_sec']) / 2)
+      eval_after_s = info.num_eval / after['eval_images_per_sec']
+      predicted = predicted_epoch_s(extras['epoch_steps'],
+                                    (row['step_s'] + after['step_s']) / 2,
+                                    (eval_s + eval_after_s) / 2)
       extras.update(epoch_step_s_after=after['step_s'],
                     epoch_predicted_bracketed_s=predicted,
                     epoch_gap_bracketed=epoch_gap(extras['epoch_wall_s'],

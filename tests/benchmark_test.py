@@ -25,6 +25,7 @@ def test_arithmetic():
   assert benchmark.roofline_fraction(90e9, 165e9) == pytest.approx(0.5454, rel=1e-3)
   assert benchmark.images_per_sec(128, 0.25) == 512
   assert benchmark.epoch_gap(66.0, 60.0) == pytest.approx(0.1)
+  assert benchmark.predicted_epoch_s(20, 3.0, 5.0) == 65.0
 
 
 def test_time_calls_counts_warmup_and_repeats():
