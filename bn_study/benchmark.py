@@ -10,9 +10,10 @@ on the same device, timed alternately with that batch size's steps (a shared
 or throttled machine then slows both alike). Once per run: train-step compile
 time cold and with the persistent compilation cache warm, input pipeline
 images/s on its own, the end-to-end wall time of one epoch against
-steps x step time + eval (and against the mean of those and the same timed
-again right after the epoch, since a shared machine's speed drifts in
-between), and BN's overhead (this config's step time over the same config
+steps x step time + eval (split into the epoch's steps and its eval from the
+event files, and also against the mean of those and the same timed again
+right after the epoch, since a shared machine's speed drifts in between),
+and BN's overhead (this config's step time over the same config
 with model.norm=none). Where Python has `resource`, each row also has the
 kernel's system CPU seconds and minor page faults per step (medians):
 XLA:CPU mallocs a step's temporaries afresh, and the kernel zeroes every page
@@ -269,18 +270,26 @@ def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
                      ) -> Dict[str, float]:
   """Epoch 2 of a real 2-epoch run (compilation and the first epoch's
   decoding excluded), from its eval events' wall times, against
-  steps x step time + eval."""
+  steps x step time + eval. The epoch's last train summary, written once its
+  last step is done, splits the wall time into the steps and the eval."""
   config = config.copy_and_resolve_references()
   config.num_epochs = 2
   config.eval_stats = 'ema'
   train.train_and_evaluate(config, workdir)
-  evals = runs.read_scalars(workdir)['eval/accuracy']
+  scalars = runs.read_scalars(workdir)
+  evals = scalars['eval/accuracy']
   wall = float(evals.wall_times[1] - evals.wall_times[0])
   steps_per_epoch = int(evals.steps[1] - evals.steps[0])
   predicted = predicted_epoch_s(steps_per_epoch, step_s, eval_s)
-  return {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
-          'epoch_gap': epoch_gap(wall, predicted), 'epoch_step_s': step_s,
-          'epoch_steps': steps_per_epoch}
+  out = {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
+         'epoch_gap': epoch_gap(wall, predicted), 'epoch_step_s': step_s,
+         'epoch_steps': steps_per_epoch, 'epoch_eval_s': eval_s}
+  last = np.flatnonzero(scalars['train/loss'].steps == evals.steps[1])
+  if last.size:  # The last step was a log step.
+    steps_done = float(scalars['train/loss'].wall_times[last[0]])
+    out.update(epoch_steps_wall_s=steps_done - float(evals.wall_times[0]),
+               epoch_eval_wall_s=float(evals.wall_times[1]) - steps_done)
+  return out
 
 
 FLAGS = flags.FLAGS
@@ -431,6 +440,13 @@ def format_table(result: dict) -> str:
                  f'{result["epoch_wall_s"]:.1f} s wall vs '
                  f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
                  f'eval ({result["epoch_gap"] * 100:+.1f}%)')
+    if 'epoch_eval_wall_s' in result:
+      steps = result['epoch_steps']
+      lines.append(f'  of which its {steps} steps '
+                   f'{result["epoch_steps_wall_s"]:.1f} s '
+                   f'({result["epoch_steps_wall_s"] / steps * 1e3:.1f} ms '
+                   f'each) and its eval {result["epoch_eval_wall_s"]:.1f} s '
+                   f'(timed alone: {result["epoch_eval_s"]:.1f} s)')
     if 'epoch_gap_bracketed' in result:
       lines.append(f'  against the step timed again after it '
                    f'({result["epoch_step_s_after"] * 1e3:.1f} ms, before '

@@ -87,6 +87,11 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   assert result['epoch_gap_bracketed'] == pytest.approx(benchmark.epoch_gap(
       result['epoch_wall_s'], result['epoch_predicted_bracketed_s']))
   assert 'timed again after it' in proc.stdout
+  # The epoch's wall time, split at its last step's summary.
+  assert result['epoch_steps_wall_s'] > 0 and result['epoch_eval_wall_s'] > 0
+  assert result['epoch_steps_wall_s'] + result['epoch_eval_wall_s'] == (
+      pytest.approx(result['epoch_wall_s']))
+  assert result['epoch_eval_s'] > 0 and 'and its eval' in proc.stdout
   assert os.listdir(tmp_path / 'cache')  # The persistent cache was written.
 
 

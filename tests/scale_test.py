@@ -24,8 +24,11 @@ def _command(tmp, name, devices, overrides=(), **distributed):
 
 
 def _env():
+  """The environment, less any device count: run_tiny sets its own."""
   env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
+  env['XLA_FLAGS'] = ' '.join(
+      f for f in env.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count'))
   return env
 
 
