@@ -266,6 +266,11 @@ def pipeline_rate(config, num_batches: int) -> Dict[str, float]:
   return out
 
 
+def _eval_seconds(info, row) -> float:
+  """One eval over the whole eval split at `row`'s measured rate."""
+  return info.num_eval / row['eval_images_per_sec']
+
+
 def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
                      ) -> Dict[str, float]:
   """Epoch 2 of a real 2-epoch run (compilation and the first epoch's
@@ -284,9 +289,11 @@ def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
   out = {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
          'epoch_gap': epoch_gap(wall, predicted), 'epoch_step_s': step_s,
          'epoch_steps': steps_per_epoch, 'epoch_eval_s': eval_s}
-  last = np.flatnonzero(scalars['train/loss'].steps == evals.steps[1])
-  if last.size:  # The last step was a log step.
-    steps_done = float(scalars['train/loss'].wall_times[last[0]])
+  losses = scalars.get('train/loss')
+  last = ([] if losses is None else
+          np.flatnonzero(losses.steps == evals.steps[1]))
+  if len(last):  # The last step was a log step.
+    steps_done = float(losses.wall_times[last[0]])
     out.update(epoch_steps_wall_s=steps_done - float(evals.wall_times[0]),
                epoch_eval_wall_s=float(evals.wall_times[1]) - steps_done)
   return out
@@ -359,7 +366,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
     if row is not None:
       ecfg = config.copy_and_resolve_references()
       ecfg.batch_size = ecfg.eval_batch_size = size
-      eval_s = (info.num_eval / row['eval_images_per_sec'])
+      eval_s = _eval_seconds(info, row)
       with tempfile.TemporaryDirectory() as workdir:
         extras.update(epoch_end_to_end(ecfg, workdir, row['step_s'], eval_s))
       extras['epoch_batch_size'] = size
@@ -368,10 +375,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       # does not read as the training loop's own cost.
       after = measure_batch_size(_setup(ecfg, info, steps_per_epoch), size,
                                  repeats, warmup, None)
-      eval_after_s = info.num_eval / after['eval_images_per_sec']
-      predicted = predicted_epoch_s(extras['epoch_steps'],
-                                    (row['step_s'] + after['step_s']) / 2,
-                                    (eval_s + eval_after_s) / 2)
+      predicted = predicted_epoch_s(
+          extras['epoch_steps'], (row['step_s'] + after['step_s']) / 2,
+          (eval_s + _eval_seconds(info, after)) / 2)
       extras.update(epoch_step_s_after=after['step_s'],
                     epoch_predicted_bracketed_s=predicted,
                     epoch_gap_bracketed=epoch_gap(extras['epoch_wall_s'],
