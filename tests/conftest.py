@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # Compiling, not running, is most of what the tiny models cost: at XLA:CPU's
-# backend (LLVM) optimization level 0, in-process training tests took 30-55%
+# backend (LLVM) optimization level 0, in-process training tests took 28-56%
 # less time on 2 cores (README). Every test passes at either level (bitwise
 # checks compare runs at the same level). Subprocesses inherit it.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
