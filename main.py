@@ -5,13 +5,6 @@
   python main.py --config=configs/wbn.py --workdir=runs/wbn --predict=a.png,b.jpg
 """
 
-# First, before anything worth keeping exists: re-executes with glibc's
-# malloc asking for huge pages where that helps (bn_study/host_memory.py:
-# a third off the CPU train step at batch 128).
-from bn_study import host_memory  # pylint: disable=g-bad-import-order
-host_memory.use_huge_pages()
-
-import re  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys
 
 from absl import app
@@ -19,8 +12,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bn_study import checkpoints
 from bn_study import compilation_cache
+from bn_study import cpu
 from bn_study import errors
+from bn_study import input_pipeline
 from bn_study import mesh
 from bn_study import predict
 from bn_study import train
@@ -49,6 +45,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # This process's setup, here and not on import. Huge pages for malloc
+  # re-execute the process once where they help (bn_study/cpu.py;
+  # BN_STUDY_HUGE_PAGES=0 opts out). TF only feeds data: it keeps off the
+  # GPU/TPU that JAX uses. Orbax keeps its INFO lines to itself.
+  cpu.use_huge_pages()
+  input_pipeline.hide_accelerators_from_tf()
+  checkpoints.quiet_orbax_logs()
   compilation_cache.enable(FLAGS.compilation_cache_dir)
   try:
     mesh.initialize_distributed(FLAGS.coordinator_address,
@@ -69,22 +72,15 @@ def main(argv):
 
 
 def parse_flags(argv):
-  """absl's parsing, with every bad flag a one-line message, not a traceback
-  (ml_collections raises AttributeError for an unknown --config.FIELD)."""
+  """absl's parsing, with a bad flag or config file one line, not a
+  traceback."""
   try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-  except (AttributeError, KeyError) as e:
-    names = re.findall(r"'([^'\\]+)", str(e).replace("\\'", "'"))
-    hint = re.findall(r'Did you mean "([^"]+)"', str(e))
-    bad = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')
-           and names and names[0] in a.split('=', 1)[0].split('.')]
-    print(f'error: {bad[0] if bad else "a --config.* flag"} is not a config '
-          f'field' + (f' (did you mean {hint[0]!r}?)' if hint else '') +
-          '. Every field, with what it means, is in configs/default.py.',
-          file=sys.stderr)
-  sys.exit(2)
+    rest = FLAGS(argv)
+    FLAGS.config.keys()  # ml_collections raises a missing file's error here.
+    return rest
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'error: {errors.flags_error(e, argv)}', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from bn_study import cpu
 from bn_study import models
 
 INSTRUMENTS = ('act', 'ics', 'smoothness', 'norms')
@@ -56,10 +57,6 @@ def layer_order(params) -> List[str]:
   return [k for k in params if not k.endswith('_norm')]
 
 
-def _norm(tree):
-  return optax.global_norm(tree)
-
-
 def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
         grads=None) -> Dict[str, jax.Array]:
   """Santurkar et al.'s internal covariate shift of every layer but the first.
@@ -80,8 +77,9 @@ def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
     diff = jax.tree.map(jnp.subtract, g, g_moved)
     dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g),
                                              jax.tree.leaves(g_moved)))
-    out[f'ics/{layer}/l2'] = _norm(diff)
-    out[f'ics/{layer}/cos'] = dot / (_norm(g) * _norm(g_moved) + 1e-30)
+    out[f'ics/{layer}/l2'] = cpu.global_norm(diff)
+    out[f'ics/{layer}/cos'] = dot / (
+        cpu.global_norm(g) * cpu.global_norm(g_moved) + 1e-30)
   return out
 
 
@@ -93,13 +91,13 @@ def smoothness(loss_fn: Callable, params, learning_rate,
   `loss_and_grads`: (loss, gradient) at `params` if the caller has them.
   """
   loss, g = loss_and_grads or jax.value_and_grad(loss_fn)(params)
-  g_norm = _norm(g)
+  g_norm = cpu.global_norm(g)
   losses, changes, betas = [loss], [], []
   for m in multipliers:
     eta = m * learning_rate
     moved = jax.tree.map(lambda p, d: p - eta * d, params, g)
     loss_m, g_m = jax.value_and_grad(loss_fn)(moved)
-    change = _norm(jax.tree.map(jnp.subtract, g_m, g))
+    change = cpu.global_norm(jax.tree.map(jnp.subtract, g_m, g))
     losses.append(loss_m)
     changes.append(change)
     betas.append(change / (eta * g_norm + 1e-30))

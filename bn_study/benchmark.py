@@ -22,12 +22,7 @@ it faults in. Prints a table; --json writes
 the start), "results": [...]}, each row with its own "matmul_flops_per_sec".
 """
 
-# First, as in main.py: huge pages for malloc where they help.
-from bn_study import host_memory  # pylint: disable=g-bad-import-order
-if __name__ == '__main__':
-  host_memory.use_huge_pages()
-
-import contextlib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -36,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -48,13 +43,20 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from bn_study import analysis
+from bn_study import checkpoints
 from bn_study import compilation_cache
+from bn_study import cpu
 from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import runs
 from bn_study import train
+
+try:
+  import resource  # pylint: disable=g-import-not-at-top
+except ImportError:  # Windows
+  resource = None
 
 MATMUL_SIZE = 4096
 
@@ -93,6 +95,16 @@ def predicted_epoch_s(steps: int, step_s: float, eval_s: float) -> float:
 def epoch_gap(wall: float, predicted: float) -> float:
   """How far the measured epoch is above steps x step time + eval (0.1 = 10%)."""
   return wall / predicted - 1.0
+
+
+def kernel_usage() -> Optional[Tuple[float, int]]:
+  """(system CPU seconds, minor page faults) of this process so far: what the
+  kernel spends on it, mostly faulting in (and zeroing) fresh memory. None
+  where Python has no `resource` module (Windows)."""
+  if resource is None:
+    return None
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_stime, usage.ru_minflt
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int
@@ -190,12 +202,12 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
   kernel = []  # Per call: the kernel's system seconds and page faults.
 
   def step():
-    before = host_memory.kernel_usage()
+    before = kernel_usage()
     holder['state'], holder['metrics'] = setup.steps.train(
         holder['state'], batch, holder['metrics'])
     jax.block_until_ready(holder['state'])
     if before is not None:
-      after = host_memory.kernel_usage()
+      after = kernel_usage()
       kernel.append((after[0] - before[0], after[1] - before[1]))
 
   if matmul is None:
@@ -389,7 +401,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec='seconds'),
           'config_norm': config.model.norm, 'data': data,
-          'train_compiler_options': train.train_compiler_options(
+          'train_compiler_options': cpu.compiler_options(
               jax.devices()[0].platform),
           'reference': f'{MATMUL_SIZE}x{MATMUL_SIZE} float32 jnp.dot',
           'matmul_flops_per_sec': reference, 'results': rows, **extras}
@@ -465,6 +477,11 @@ def format_table(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # As main.py does, first thing: huge pages (re-executes once), TF off the
+  # accelerators, orbax's INFO lines dropped.
+  cpu.use_huge_pages()
+  input_pipeline.hide_accelerators_from_tf()
+  checkpoints.quiet_orbax_logs()
   try:
     sizes = [int(b) for b in FLAGS.batch_sizes]
     if not sizes or min(sizes) <= 0:
@@ -489,7 +506,7 @@ def main(argv):
                    FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
                    FLAGS.bn_overhead, FLAGS.compilation_cache_dir or tmp, data,
                    FLAGS.instruments)
-    result.update(huge_pages=host_memory.active(),
+    result.update(huge_pages=cpu.huge_pages_active(),
                   xla_flags=os.environ.get('XLA_FLAGS', ''))
   except errors.UserError as e:
     print(f'error: {e}', file=sys.stderr)

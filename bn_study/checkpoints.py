@@ -4,11 +4,13 @@ A thin layer over `ocp.CheckpointManager` so train and predict agree on where
 checkpoints live and how a state is restored onto the mesh.
 """
 
+import json
 import os
-from typing import Optional
+from typing import List, Optional
 
 from absl import logging as absl_logging
 from etils import epath
+from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
@@ -25,6 +27,44 @@ def workdir_path(workdir: str) -> epath.Path:
   (orbax, TFDS and clu's writers all go through the same file systems)."""
   return epath.Path(workdir if '://' in str(workdir) else
                     os.path.abspath(workdir))
+
+
+def make_workdir(workdir: str) -> epath.Path:
+  """The workdir, created if missing, or a UserError if it is a file or
+  cannot be created or written; checked before any work starts."""
+  path = workdir_path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except FileExistsError as e:
+    raise errors.UserError(
+        f'--workdir={workdir!r} is a file, not a directory; pass a directory '
+        '(it is created if missing).') from e
+  except OSError as e:
+    raise errors.UserError(
+        f'--workdir={workdir!r} cannot be created ({e.strerror or e}); pass '
+        'a directory you can write to.') from e
+  if '://' not in str(path) and not os.access(path, os.W_OK | os.X_OK):
+    raise errors.UserError(
+        f'--workdir={workdir!r} is not writable; pass a directory you can '
+        'write to.')
+  return path
+
+
+def config_differences(config, saved: epath.Path) -> List[str]:
+  """'field: <saved> there, <now> here' for every field where `config`
+  differs from the config.json at `saved` (none if there is no such file)."""
+  if not saved.exists():
+    return []
+  before = traverse_util.flatten_dict(json.loads(saved.read_text()), sep='.')
+  now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()),
+                                   sep='.')
+
+  def show(values, key):
+    return repr(values[key]) if key in values else '(absent)'
+
+  return [f'{key}: {show(before, key)} there, {show(now, key)} here'
+          for key in sorted(set(before) | set(now))
+          if key not in before or key not in now or before[key] != now[key]]
 
 
 class Checkpoints:
@@ -62,12 +102,13 @@ class Checkpoints:
   def wait(self):
     self._manager.wait_until_finished()
 
-  def restore(self, target, train_metrics=None):
+  def restore(self, target, train_metrics=None, config=None):
     """(state, train metrics or None) from the latest readable checkpoint.
 
     `target` is a state (or its `jax.eval_shape`) with shardings on its
     leaves; `train_metrics` likewise, or None to skip them. Metrics are None
-    for checkpoints written without them.
+    for checkpoints written without them. `config`, if given, is compared
+    with the config.json beside the checkpoints when none fits.
     """
     failures = []
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -92,12 +133,16 @@ class Checkpoints:
         self._manager = self._open(self._max_to_keep)
       return restored
     step, error = failures[0]
+    saved = self.directory.parent / 'config.json'
+    differences = [] if config is None else config_differences(config, saved)
+    why = (f'; this config differs from {saved} in {len(differences)} '
+           f'field(s): {"; ".join(differences)}' if differences else
+           ' (a different model, normalizer or optimizer?)')
     raise errors.UserError(
-        f'No checkpoint in {self.directory} fits this config (a different '
-        'model, normalizer or optimizer?). Resume with the config it was '
-        'trained with (config.json beside it), or use a new --workdir. '
-        f'Orbax said about step {step}: {type(error).__name__}: '
-        f'{str(error)[:500]}') from error
+        f'No checkpoint in {self.directory} fits this config{why}. Resume '
+        'with the config it was trained with (config.json beside it), or use '
+        f'a new --workdir. Orbax said about step {step}: '
+        f'{type(error).__name__}: {str(error)[:300]}') from error
 
   def _restore_step(self, step, target, train_metrics):
     items = {STATE: ocp.args.StandardRestore(_abstract(target))}
@@ -129,4 +174,9 @@ class _QuietOrbax:
     return record.levelno >= 30 or '/orbax/' not in record.pathname
 
 
-absl_logging.get_absl_handler().addFilter(_QuietOrbax())
+def quiet_orbax_logs():
+  """Drops orbax's INFO lines from absl's log handler (entry points call it;
+  a library user keeps whatever logging they set up)."""
+  handler = absl_logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())

@@ -1,8 +1,16 @@
-"""The one exception type for a user's mistake.
+"""The one exception type for a user's mistake, and the checks that raise it.
 
 `main.py` prints its message and exits non-zero without a traceback; anything
 else that goes wrong is a bug and keeps its traceback.
 """
+
+import os
+import re
+import sys
+import traceback
+from typing import Optional, Sequence
+
+from absl import flags
 
 
 class UserError(Exception):
@@ -47,3 +55,75 @@ class Preempted(Exception):
   same command to resume. Not a mistake, but main.py reports it the same way."""
 
   EXIT_STATUS = 143  # 128 + SIGTERM: what schedulers see from a killed job.
+
+
+def _flag_value(argv: Sequence[str], name: str) -> Optional[str]:
+  """The last value given for --name in argv (absl's rule), or None."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def _chain(error: BaseException):
+  """error, then what it was raised from or during, outermost first."""
+  seen = []
+  while error is not None and error not in seen:
+    seen.append(error)
+    error = error.__cause__ or error.__context__
+  return seen
+
+
+def _library(filename: str) -> bool:
+  """Whether a traceback frame's file belongs to Python or an installed
+  package rather than to the user (their config and what it imports)."""
+  roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+  return (filename.startswith('<') or 'site-packages' in filename
+          or any(filename.startswith(os.path.join(root, 'lib'))
+                 for root in roots))
+
+
+def _config_file_error(error: BaseException, config: str) -> Optional[str]:
+  """What went wrong loading the --config file, where the user can fix it."""
+  for e in _chain(error):
+    if isinstance(e, SyntaxError) and e.filename and not _library(e.filename):
+      return (f'--config={config}: {type(e).__name__}: {e.msg} ({e.filename}, '
+              f'line {e.lineno}).')
+    own = [f for f in traceback.extract_tb(e.__traceback__)
+           if not _library(f.filename)
+           and os.path.abspath(f.filename) != os.path.abspath(sys.argv[0])]
+    if own:
+      frame = own[-1]
+      return (f'--config={config} raised {type(e).__name__}: {e} '
+              f'({frame.filename}, line {frame.lineno}: {frame.line}).')
+  for e in _chain(error):
+    if isinstance(e, OSError) and 'Failed loading config file' in str(e):
+      return (f'--config={config}: no such config file (relative paths are '
+              f'from {os.getcwd()}); the configs are in configs/, e.g. '
+              '--config=configs/wbn.py.')
+  return None
+
+
+def flags_error(error: BaseException, argv: Sequence[str]) -> str:
+  """One line for anything that went wrong parsing `argv`: a bad flag, a
+  config file that is missing or raises, an unknown --config.FIELD."""
+  config = _flag_value(argv, 'config')
+  message = config and _config_file_error(error, config)
+  if message:
+    return message
+  if isinstance(error, flags.Error):
+    return str(error)
+  if isinstance(error, (AttributeError, KeyError)):
+    # ml_collections' word for an unknown --config.FIELD.
+    text = str(error).replace("\\'", "'")
+    names = re.findall(r"'([^'\\]+)", text)
+    hint = re.findall(r'Did you mean "([^"]+)"', str(error))
+    bad = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')
+           and names and names[0] in a.split('=', 1)[0].split('.')]
+    return (f'{bad[0] if bad else "a --config.* flag"} is not a config '
+            f'field' + (f' (did you mean {hint[0]!r}?)' if hint else '') +
+            '. Every field, with what it means, is in configs/default.py.')
+  return f'{type(error).__name__}: {error}'

@@ -5,21 +5,29 @@ run sees exactly the batches an uninterrupted one would, whatever the number
 of hosts. Each host keeps only its slice of every global batch.
 """
 
+import contextlib
 import dataclasses
+import errno
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from urllib3.exceptions import MaxRetryError
+from urllib3.exceptions import NameResolutionError
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
 
 from bn_study import errors
 
-# TF only feeds data here; left alone it would grab GPU/TPU memory from JAX.
-try:
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
-except (RuntimeError, ValueError):  # Already initialized, or no such device.
-  pass
+def hide_accelerators_from_tf():
+  """TF only feeds data here; left alone it would grab GPU/TPU memory from
+  JAX. Entry points call this first thing, before TF initializes."""
+  for kind in ('GPU', 'TPU'):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):  # Already initialized, or no such kind.
+      pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +63,8 @@ def _builder(config) -> tfds.core.DatasetBuilder:
     problem = 'downloading is off (config.download=False)'
     if config.download:
       try:
-        builder.download_and_prepare()
+        with _no_retries_offline():
+          builder.download_and_prepare()
         return builder
       except Exception as e:  # pylint: disable=broad-except
         problem = f'the download failed ({type(e).__name__}: {str(e)[:300]})'
@@ -73,6 +82,41 @@ def _builder(config) -> tfds.core.DatasetBuilder:
         f'dataset={config.dataset!r} has features {sorted(features)}; bn_study '
         'needs an image classification dataset with `image` and `label`.')
   return builder
+
+
+# Connection errors that the next try would meet again: no resolver or no such
+# host, a refused connection, no route (a machine without network).
+_OFFLINE_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
+
+
+def _offline(error) -> bool:
+  if isinstance(error, NameResolutionError):
+    return True
+  cause = getattr(error, '__cause__', None)
+  return (isinstance(error, NewConnectionError) and isinstance(cause, OSError)
+          and cause.errno in _OFFLINE_ERRNOS)
+
+
+@contextlib.contextmanager
+def _no_retries_offline():
+  """TFDS's downloads retry every failed connection with backoff (urllib3's
+  Retry, 10 tries: 3.5 minutes before a machine without network hears that
+  the dataset is not prepared). While this is open, a host that cannot be
+  resolved or refuses the connection fails at once; other errors (timeouts,
+  5xx) keep their retries."""
+  increment = Retry.increment
+
+  def fail_fast(self, method=None, url=None, response=None, error=None,
+                _pool=None, _stacktrace=None):
+    if _offline(error):
+      raise MaxRetryError(_pool, url, error) from error
+    return increment(self, method, url, response, error, _pool, _stacktrace)
+
+  Retry.increment = fail_fast
+  try:
+    yield
+  finally:
+    Retry.increment = increment
 
 
 def _split(builder, split: str) -> tf.data.Dataset:
@@ -119,10 +163,9 @@ class Pipeline:
     self.batch_size = config.batch_size
     self.eval_batch_size = config.eval_batch_size
     for field in ('batch_size', 'eval_batch_size'):
-      value = config[field]
-      if value <= 0 or value % process_count:
+      if config[field] % process_count:  # Positive: train.validate.
         raise errors.UserError(
-            f'{field}={value} must be a positive multiple of the number of '
+            f'{field}={config[field]} must be a multiple of the number of '
             f'processes ({process_count}).')
     if config.batch_size > self.info.num_train:
       raise errors.UserError(

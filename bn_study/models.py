@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from bn_study import cpu
 from bn_study import errors
 from bn_study import norms
 
@@ -29,83 +30,6 @@ def stacks(cfg):
   return tuple(cfg.filters), tuple(cfg.strides), tuple(cfg.dense)
 
 
-CONV_IMPLS = ('auto', 'xla', 'im2col')
-
-
-def _patches(x, kh: int, kw: int, strides: Tuple[int, int]):
-  """(N, Ho, Wo, kh * kw * C): each output position's receptive field, taps
-  in the order of an HWIO kernel reshaped to (kh * kw * C, F)."""
-  (sh, sw) = strides
-  ho = (x.shape[1] - kh) // sh + 1
-  wo = (x.shape[2] - kw) // sw + 1
-  return jnp.concatenate(
-      [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
-       for i in range(kh) for j in range(kw)], axis=-1)
-
-
-@jax.custom_jvp
-def _patches_matmul(patches, kernel):
-  """patches (..., K) @ kernel (K, F), its kernel gradient spelled for
-  XLA:CPU (see the JVP below)."""
-  return patches @ kernel
-
-
-@_patches_matmul.defjvp
-def _patches_matmul_jvp(primals, tangents):
-  patches, kernel = primals
-  d_patches, d_kernel = tangents
-  rows = patches.reshape(-1, patches.shape[-1])
-  # The kernel's term, written so that its transpose, the kernel gradient,
-  # comes out as (g^T rows)^T: a (F, K) matmul over every output position
-  # (N * Ho * Wo, hundreds of thousands), then a small transpose. XLA's own
-  # (K, F) form of it runs slower in Eigen on CPU (docs/performance.md);
-  # the barrier keeps XLA from folding the transpose back into the dot.
-  kernel_term = (jax.lax.optimization_barrier(d_kernel.T) @ rows.T).T
-  return (patches @ kernel,
-          d_patches @ kernel + kernel_term.reshape(*patches.shape[:-1], -1))
-
-
-class Im2colConv(nn.Module):
-  """nn.Conv computed as one matmul over the input's patches (im2col).
-
-  On CPU, XLA's convolutions run far below its matmuls, the kernel gradient
-  worst (docs/performance.md); as a matmul, forward pass and both gradients
-  (JAX's derivatives of slicing, `_patches_matmul`'s of the dot) are matmuls
-  and copies. The same sums in another order. Parameters are nn.Conv's (`kernel`
-  (kh, kw, C, F), `bias`), initialized the same way, so checkpoints and
-  initial values match.
-  """
-  features: int
-  kernel_size: Tuple[int, int]
-  strides: Tuple[int, int]
-  padding: str
-  use_bias: bool
-  kernel_init: Any
-  bias_init: Any
-
-  @nn.compact
-  def __call__(self, x):
-    kh, kw = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init,
-                        (kh, kw, x.shape[-1], self.features))
-    if self.padding == 'SAME':
-      pads = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size,
-                                     self.strides, 'SAME')
-      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    patches = _patches(x, kh, kw, tuple(self.strides))
-    y = _patches_matmul(patches, kernel.reshape(-1, self.features))
-    if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
-    return y
-
-
-def conv_impl(model_config) -> str:
-  """'xla' or 'im2col' for this config on this backend."""
-  if model_config.conv_impl != 'auto':
-    return model_config.conv_impl
-  return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
-
-
 class SeedCNN(nn.Module):
   """Convs -> flatten -> dense layers -> logits, each followed by
   `model.activation` (ReLU in the seed). With model.kind=mlp there are no
@@ -120,6 +44,7 @@ class SeedCNN(nn.Module):
   num_classes: int
   total_steps: int = 0  # The run's length, for schedules inside norms.
   num_devices: int = 1  # The mesh's size, for stats_scope=per_device.
+  conv: Any = nn.Conv  # Any module with nn.Conv's fields and parameters.
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -155,15 +80,16 @@ class SeedCNN(nn.Module):
       self.sow('intermediates', f'{name}_out', x)
       return x
 
-    conv = Im2colConv if conv_impl(cfg) == 'im2col' else nn.Conv
     kernel_init = _kernel_init(cfg)
     filters, strides, dense = stacks(cfg)
     for i, (features, stride) in enumerate(zip(filters, strides)):
       name = f'conv{i + 1}'
-      x = layer(x, name, lambda use_bias, name=name, f=features, s=stride: conv(
-          features=f, kernel_size=(cfg.kernel_size, cfg.kernel_size),
-          strides=(s, s), padding=cfg.padding, use_bias=use_bias,
-          kernel_init=kernel_init, bias_init=_BIAS_INIT, name=name))
+      x = layer(x, name, lambda use_bias, name=name, f=features, s=stride:
+                self.conv(features=f,
+                          kernel_size=(cfg.kernel_size, cfg.kernel_size),
+                          strides=(s, s), padding=cfg.padding,
+                          use_bias=use_bias, kernel_init=kernel_init,
+                          bias_init=_BIAS_INIT, name=name))
     x = x.reshape((x.shape[0], -1))
     self.sow('intermediates', 'flatten_out', x)
     for i, features in enumerate(dense):
@@ -207,15 +133,19 @@ def validate(model_config):
         'per conv layer).')
   errors.check_positive_int('model.kernel_size', model_config.kernel_size)
   errors.check_choice('model.padding', model_config.padding, ('VALID', 'SAME'))
-  errors.check_choice('model.conv_impl', model_config.conv_impl, CONV_IMPLS)
+  errors.check_choice('model.conv_impl', model_config.conv_impl,
+                      cpu.CONV_IMPLS)
   norms.validate(model_config)
 
 
 def create_model(model_config, num_classes: int, total_steps: int = 0,
                  num_devices: int = 1) -> nn.Module:
+  """The config's model; `model.conv_impl` picks how its convs are computed
+  (bn_study/cpu.py), the math is the same."""
   validate(model_config)
   return SeedCNN(model_config=model_config, num_classes=num_classes,
-                 total_steps=total_steps, num_devices=num_devices)
+                 total_steps=total_steps, num_devices=num_devices,
+                 conv=cpu.conv_module(model_config.conv_impl))
 
 
 def layer_shapes(model: nn.Module, input_shape: Sequence[int]

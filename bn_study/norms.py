@@ -72,6 +72,17 @@ def validate(model_config):
           'run).')
 
 
+def check_ghost_batch(virtual_batch_size: int, field: str, batch_size: int):
+  """Ghost batches split every batch they normalize: the one rule for
+  model.virtual_batch_size, checked by train.validate for each batch size
+  before any work, and by GhostBatchNorm on the batch it is given."""
+  if batch_size % virtual_batch_size:
+    raise errors.UserError(
+        f'model.virtual_batch_size={virtual_batch_size} does not divide '
+        f'{field}={batch_size}; use a divisor of it (ghost batches split '
+        'every batch they normalize).')
+
+
 def _per_example(mask, x):
   """mask (N,) -> broadcastable to x (N, ...)."""
   return None if mask is None else mask.reshape((-1,) + (1,) * (x.ndim - 1))
@@ -127,10 +138,7 @@ class GhostBatchNorm(nn.Module):
       y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
     else:
       n, size = x.shape[0], self.virtual_batch_size
-      if n % size:
-        raise errors.UserError(
-            f'model.virtual_batch_size={size} does not divide the batch of '
-            f'{n}; use a divisor of it.')
+      check_ghost_batch(size, 'the batch size', n)
       groups = x.reshape((n // size, size) + x.shape[1:])
       gmask = None if mask is None else mask.reshape(
           (n // size, size) + (1,) * (x.ndim - 1))

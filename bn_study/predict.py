@@ -31,7 +31,7 @@ def predict(config, workdir: str, paths: Sequence[str]
   model = models.create_model(config.model, info['num_classes'])
   tx, _ = train.make_optimizer(config, info['steps_per_epoch'])
   state = ckpts.restore(train.create_train_state(
-      config, model, info['image_shape'], tx, mesh))
+      config, model, info['image_shape'], tx, mesh), config=config)
   ckpts.close()
   variables = models.variables(state.params, state.batch_stats)
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(

@@ -25,6 +25,7 @@ import optax
 
 from bn_study import analysis
 from bn_study import checkpoints
+from bn_study import cpu
 from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
@@ -109,14 +110,6 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(rng)
 
 
-def global_norm(tree):
-  """optax.global_norm, with each square written |x|*|x|: XLA:CPU would
-  share x*x with Adam's second moment, keep it in memory and sum it in a
-  separate 36-44 ms pass at batch 128 (docs/performance.md)."""
-  return jnp.sqrt(sum(jnp.sum(jnp.abs(x) * jnp.abs(x))
-                      for x in jax.tree.leaves(tree)))
-
-
 def cross_entropy(logits, labels):
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
@@ -143,11 +136,11 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
       state.params)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  grad_norm = global_norm(grads)
-  # The update as applied, new minus old params: XLA then fuses optax's
-  # update into the params' (batch 128 on CPU: 7-20 ms less a step,
-  # docs/performance.md).
-  update_norm = global_norm(jax.tree.map(jnp.subtract, params, state.params))
+  grad_norm = cpu.global_norm(grads)
+  # The update as applied, new minus old params (XLA fuses it with the
+  # update itself; docs/performance.md).
+  update_norm = cpu.global_norm(
+      jax.tree.map(jnp.subtract, params, state.params))
   finite = jnp.isfinite(loss.mean()) & jnp.isfinite(grad_norm)
   new = (params, opt_state, batch_stats)
   if skip_nonfinite:
@@ -162,7 +155,7 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
   step_metrics = TrainMetrics.single_from_model_output(
       loss=loss, logits=logits, labels=batch['label'],
       learning_rate=schedule(state.step),
-      param_norm=global_norm(state.params), grad_norm=grad_norm,
+      param_norm=cpu.global_norm(state.params), grad_norm=grad_norm,
       update_norm=update_norm,
       nonfinite_steps=(~finite).astype(jnp.float32))
   return new_state, train_metrics.merge(step_metrics)
@@ -191,22 +184,6 @@ class Steps:
   eval_batch: Callable  # Same, each batch normalized by its own statistics.
 
 
-def train_compiler_options(platform: str):
-  """XLA options for the train step on `platform` (None: XLA's defaults).
-
-  On CPU, XLA's tree reduction rewriter turns some large sums into a
-  32 x 32 reduce-window and a second sum. It did so for the gradient norm
-  over dense1's 25M weights, and YNNPACK ran that form at 59-115 ms against
-  12-15 ms for the other norms' plain sums of the same size (batch 128,
-  docs/performance.md).
-  Without the pass every sum is one reduction; float32 accuracy is tested
-  against float64 (train_test).
-  """
-  if platform == 'cpu':
-    return {'xla_disable_hlo_passes': 'tree_reduction_rewriter'}
-  return None
-
-
 def jit_steps(mesh, schedule, skip_nonfinite: bool = False) -> Steps:
   """The steps compiled over the mesh, state and metrics donated so XLA
   updates them in place (eval never donates the state it reads)."""
@@ -225,7 +202,7 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False) -> Steps:
                                       skip_nonfinite=skip_nonfinite),
                     in_shardings=(repl, data, repl),
                     out_shardings=(repl, repl), donate_argnums=(0, 2),
-                    compiler_options=train_compiler_options(platform)),
+                    compiler_options=cpu.compiler_options(platform)),
       eval=jit_eval(False), eval_batch=jit_eval(True))
 
 
@@ -352,14 +329,14 @@ def validate(config):
 
   modes = eval_stats_modes(config)
   if config.model.norm == 'ghost_batch':
-    vbs = config.model.virtual_batch_size
-    fields = ['batch_size'] + (['eval_batch_size'] if 'batch' in modes else [])
-    for field in fields:
-      if config[field] % vbs:
-        raise errors.UserError(
-            f'model.virtual_batch_size={vbs} does not divide '
-            f'{field}={config[field]}; use a divisor of it (ghost batches '
-            'split every batch they normalize).')
+    # Every batch a ghost batch norm normalizes in train mode.
+    sizes = {'batch_size': config.batch_size}
+    if 'batch' in modes:
+      sizes['eval_batch_size'] = config.eval_batch_size
+    if 'act' in analysis.enabled(config.analysis):
+      sizes['analysis.probe_size'] = config.analysis.probe_size
+    for field, size in sizes.items():
+      norms.check_ghost_batch(config.model.virtual_batch_size, field, size)
 
 
 def validate_analysis(cfg):
@@ -383,7 +360,7 @@ def validate_analysis(cfg):
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   validate(config)
-  workdir = checkpoints.workdir_path(workdir)
+  workdir = checkpoints.make_workdir(workdir)
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size('batch_size', config.batch_size, mesh)
   mesh_lib.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
@@ -404,7 +381,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   if ckpts.latest_step() is not None:
     # The metrics of steps not yet logged come back too, so a run resumed
     # between two log steps logs what an uninterrupted one would.
-    state, saved_metrics = ckpts.restore(state, train_metrics)
+    state, saved_metrics = ckpts.restore(state, train_metrics, config)
     if saved_metrics is not None:
       train_metrics = saved_metrics
     logging.info('Resumed from %s at step %d.', ckpts.directory,
@@ -418,7 +395,6 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   is_chief = jax.process_index() == 0
   if is_chief:
-    workdir.mkdir(parents=True, exist_ok=True)
     _write_json(workdir, 'config.json', config.to_json_best_effort(indent=2))
     _write_json(workdir, 'dataset.json', {
         **info.__dict__, 'steps_per_epoch': steps_per_epoch})

@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from bn_study import benchmark
-from bn_study import host_memory
-from bn_study import train
+from bn_study import cpu
 from tests.conftest import ROOT
 from tests import helpers
 
@@ -55,18 +54,17 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'roofline' in proc.stdout and 'warm persistent cache' in proc.stdout
-  has_rusage = host_memory.kernel_usage() is not None
+  has_rusage = benchmark.kernel_usage() is not None
   if has_rusage:
     assert 'page faults' in proc.stdout
   result = json.loads(out.read_text())
   assert result['jax_version'] and result['device'] and result['date']
   assert 'prepared TFDS' in result['data']
-  assert result['train_compiler_options'] == train.train_compiler_options(
+  assert result['train_compiler_options'] == cpu.compiler_options(
       result['platform'])
   # The benchmark re-executes itself with huge pages where that helps.
-  expected = host_memory.active() or host_memory.should_reexec(
-      os.environ, sys.platform, host_memory.glibc_version(),
-      host_memory.thp_mode())
+  expected = cpu.huge_pages_active() or cpu.should_reexec(
+      os.environ, sys.platform, cpu.glibc_version(), cpu.thp_mode())
   assert result['huge_pages'] is expected
   assert [r['batch_size'] for r in result['results']] == [8, 16]
   for row in result['results']:
@@ -113,3 +111,14 @@ def test_without_the_dataset_it_says_mock(tmp_path):
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'TFDS mock data' in json.loads(out.read_text())['data']
+
+
+def test_kernel_usage_reads_this_process_so_far():
+  before = benchmark.kernel_usage()
+  if before is None:
+    pytest.skip('no `resource` module on this platform: kernel_usage is None')
+  after = benchmark.kernel_usage()
+  # Counters of this process so far: they never go back. (How many faults
+  # a given allocation takes is the kernel's business, not tested here.)
+  assert isinstance(after[1], int) and after[1] >= before[1] >= 0
+  assert after[0] >= before[0] >= 0

@@ -1,14 +1,22 @@
 """Data: seeded order, resumability, host slices, exact eval, clear errors."""
 
+import errno
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import NameResolutionError
+from urllib3.exceptions import NewConnectionError
+from urllib3.util.retry import Retry
 
 from bn_study import errors
 from bn_study import input_pipeline
 from tests import helpers
+from tests.conftest import ROOT
 
 
 def _labels(batches):
@@ -97,6 +105,58 @@ def test_unprepared_dataset_says_what_to_do(tmp_path):
   message = str(e.value)
   assert "'mnist'" in message and str(tmp_path) in message
   assert 'download_and_prepare' in message and 'data_dir' in message
+
+
+# main.py on an unprepared dataset that TFDS would download, with the
+# network broken in one of two ways: no resolver, or every host resolving to
+# a loopback port where nothing listens (a real refused connection).
+_OFFLINE = r'''
+import runpy, socket, sys
+if sys.argv[1] == 'resolver':
+  def getaddrinfo(*args, **kwargs):
+    raise socket.gaierror(socket.EAI_AGAIN, 'Temporary failure in name resolution')
+else:
+  def getaddrinfo(*args, **kwargs):
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, '', ('127.0.0.1', 9))]
+socket.getaddrinfo = getaddrinfo
+sys.argv = ['main.py', *sys.argv[2:]]
+runpy.run_path('main.py', run_name='__main__')
+'''
+
+
+@pytest.mark.parametrize('failure', ['resolver', 'refused'])
+def test_offline_download_stops_at_once_with_the_not_prepared_message(
+    tmp_path, failure):
+  env = dict(os.environ, BN_STUDY_HUGE_PAGES='0')
+  proc = subprocess.run(
+      [sys.executable, '-c', _OFFLINE, failure, '--config=configs/tiny.py',
+       f'--workdir={tmp_path / "run"}', '--config.dataset=mnist',
+       f'--config.data_dir={tmp_path / "tfds"}'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert "error: dataset='mnist' is not prepared" in proc.stderr
+  assert 'the download failed' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  # TFDS asks urllib3 for 10 tries with backoff (3.5 minutes): none is made.
+  assert 'Retrying' not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_transient_connection_errors_keep_their_retries():
+  refused = NewConnectionError(None, 'refused')
+  refused.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, 'refused')
+  reset = NewConnectionError(None, 'reset')
+  reset.__cause__ = ConnectionResetError(errno.ECONNRESET, 'reset')
+  assert input_pipeline._offline(NameResolutionError('host', None, 'no'))
+  assert input_pipeline._offline(refused)
+  assert not input_pipeline._offline(reset)
+  assert not input_pipeline._offline(ConnectTimeoutError())
+  assert not input_pipeline._offline(None)  # A 5xx status: no error object.
+  increment = Retry.increment
+  with input_pipeline._no_retries_offline():
+    retry = Retry(total=3).increment(error=ConnectTimeoutError())
+    assert retry.total == 2
+  assert Retry.increment is increment
 
 
 def test_unknown_dataset_is_a_user_error():

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bn_study import cpu
 from bn_study import errors
 from bn_study import models
 from configs import tiny
@@ -109,7 +110,7 @@ def test_im2col_conv_is_nn_conv(padding, stride):
                 kernel_init=nn.initializers.glorot_uniform(),
                 bias_init=nn.initializers.normal(1.0))
   ref = nn.Conv(**kwargs)
-  ours = models.Im2colConv(**kwargs)
+  ours = cpu.Im2colConv(**kwargs)
   variables = ref.init(jax.random.key(1), x)
   # Same parameter tree and the same initial values from the same key.
   ours_vars = ours.init(jax.random.key(1), x)
@@ -132,7 +133,7 @@ def test_im2col_conv_forward_mode_is_nn_conv():
                 padding='VALID', use_bias=False,
                 kernel_init=nn.initializers.glorot_uniform(),
                 bias_init=nn.initializers.zeros)
-  ref, ours = nn.Conv(**kwargs), models.Im2colConv(**kwargs)
+  ref, ours = nn.Conv(**kwargs), cpu.Im2colConv(**kwargs)
   variables = ref.init(jax.random.key(1), x)
   tangents = (jax.tree.map(lambda v: jax.random.normal(jax.random.key(2),
                                                        v.shape), variables),
@@ -143,12 +144,14 @@ def test_im2col_conv_forward_mode_is_nn_conv():
   np.testing.assert_allclose(t_ours, t_ref, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_impl_choices():
+def test_conv_impl_chooses_the_conv_module():
   config = tiny.get_config()
-  assert models.conv_impl(config.model) == (
-      'im2col' if jax.default_backend() == 'cpu' else 'xla')
+  assert cpu.conv_module('auto', 'cpu') is cpu.Im2colConv
+  assert cpu.conv_module('auto', 'gpu') is nn.Conv
+  assert cpu.conv_module('xla', 'cpu') is nn.Conv
+  assert cpu.conv_module('im2col', 'tpu') is cpu.Im2colConv
   config.model.conv_impl = 'xla'
-  assert models.conv_impl(config.model) == 'xla'
+  assert models.create_model(config.model, num_classes=10).conv is nn.Conv
   config.model.conv_impl = 'fft'
   with pytest.raises(errors.UserError, match="model.conv_impl='fft'"):
     models.validate(config.model)

@@ -150,26 +150,56 @@ BAD_INPUTS = [
     (['--config.model.nrom=batch'],
      "--config.model.nrom is not a config field (did you mean 'norm'?)"),
     (['--config.batch_size=abc'], 'flag --config.batch_size=abc: invalid'),
+    (['--config=configs/nope.py'],
+     '--config=configs/nope.py: no such config file'),
+    # {tmp}: this test's tmp_path. raises.py is written by the test.
+    (['--config={tmp}/raises.py'],
+     "raised NameError: name 'batch' is not defined ({tmp}/raises.py, line 6: "
+     "config.model.norm = batch)"),
+    (['--workdir={tmp}/a_file'], "a_file' is a file, not a directory"),
+    (['--workdir=/proc/bn_study/run'],
+     "--workdir='/proc/bn_study/run' cannot be created"),
     (['--config.learning_rate=1e30', '--config.optimizer=sgd',
       '--config.model.norm=none'],
      'Training diverged: the loss or gradient norm is not finite at step'),
 ]
+
+# A config file with a typo: the message shows its own line, not ml_collections'.
+_RAISES = """from configs import tiny
+
+
+def get_config():
+  config = tiny.get_config()
+  config.model.norm = batch
+  return config
+"""
+
+
+def _with(command, flags):
+  """command with flags added, --config= and --workdir= replacing its own."""
+  replaced = {f.split('=', 1)[0] for f in flags
+              if f.startswith(('--config=', '--workdir='))}
+  return [a for a in command if a.split('=', 1)[0] not in replaced] + flags
 
 
 def test_bad_input_is_one_message_no_traceback(learnable_data_dir, tmp_path):
   env = dict(os.environ)
   env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                       ' --xla_force_host_platform_device_count=8')
+  (tmp_path / 'raises.py').write_text(_RAISES)
+  (tmp_path / 'a_file').write_text('')
   procs = []
   for i, (flags, _) in enumerate(BAD_INPUTS):  # All at once: it's startup.
+    flags = [f.format(tmp=tmp_path) for f in flags]
     data_dir = (str(tmp_path / 'empty') if '--config.download=False' in flags
                 else learnable_data_dir)
     procs.append(subprocess.Popen(
-        _command(tmp_path / str(i), data_dir, '--config.batch_size=8',
-                 '--config.eval_batch_size=8', *flags),
+        _with(_command(tmp_path / str(i), data_dir, '--config.batch_size=8',
+                       '--config.eval_batch_size=8'), flags),
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True))
   for (flags, message), proc in zip(BAD_INPUTS, procs):
+    message = message.format(tmp=tmp_path)
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, (flags, err[-2000:])
     assert message in err, (flags, err[-2000:])

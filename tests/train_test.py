@@ -11,6 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from bn_study import checkpoints
+from bn_study import cpu
 from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
@@ -253,8 +254,12 @@ def test_skip_nonfinite_leaves_the_state_as_it_was():
 
 def test_resuming_with_another_model_says_what_to_do(tmp_path):
   _train(tmp_path, num_epochs=1)
-  with pytest.raises(errors.UserError, match='fits this config'):
+  with pytest.raises(errors.UserError, match='fits this config') as e:
     _train(tmp_path, num_epochs=2, **{'model.norm': 'none'})
+  # It names what differs from the config.json beside the checkpoints.
+  assert (f'this config differs from {tmp_path / "config.json"} in 2 '
+          "field(s): model.norm: 'batch' there, 'none' here; num_epochs: 1 "
+          'there, 2 here.') in str(e.value)
   # A mismatch is not damage: the checkpoint stays where it was.
   assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
   assert not list((tmp_path / 'checkpoints').glob('*.unreadable'))
@@ -302,7 +307,7 @@ def test_eval_every_steps_adds_evals_between_epochs(tmp_path):
 def test_global_norm_is_optax_global_norm():
   tree = {'a': jax.random.normal(jax.random.key(0), (37, 5)),
           'b': {'c': -jax.random.uniform(jax.random.key(1), (11,))}}
-  np.testing.assert_allclose(jax.jit(train.global_norm)(tree),
+  np.testing.assert_allclose(jax.jit(cpu.global_norm)(tree),
                              optax.global_norm(tree), rtol=1e-6)
 
 
@@ -328,7 +333,7 @@ def test_update_norm_is_the_norm_of_the_applied_update():
 def test_cpu_train_step_sums_without_tree_reductions():
   _, pipeline, mesh, _, state, steps = _setup()
   batch = mesh_lib.global_batch(next(pipeline.train(0)), mesh)
-  assert train.train_compiler_options('gpu') is None
+  assert cpu.compiler_options('gpu') is None
   if mesh.devices.flat[0].platform != 'cpu':
     pytest.skip('the tree reduction pass is turned off on CPU only')
   hlo = steps.train.lower(state, batch,

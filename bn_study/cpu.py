@@ -1,0 +1,210 @@
+"""How the CPU computes, never what: every CPU-specific speed technique.
+
+The model, the train step and the instruments read as the math; what makes
+them fast on XLA:CPU lives here, each with what it bought in
+docs/performance.md:
+
+- `Im2colConv`: a convolution as one matmul over the input's patches, its
+  kernel gradient spelled so Eigen runs it fast (`conv_module` picks it for
+  `model.conv_impl`);
+- `compiler_options`: the train step's XLA options on CPU;
+- `global_norm`: optax.global_norm written so XLA:CPU fuses its squares;
+- `use_huge_pages`: glibc's malloc asking for transparent huge pages, by
+  re-executing the process once (an entry point calls it, first thing).
+"""
+
+import os
+import sys
+from typing import Any, Mapping, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# model.conv_impl: the same convolution, computed by XLA's conv or as im2col;
+# auto is im2col on CPU and XLA's conv elsewhere.
+CONV_IMPLS = ('auto', 'xla', 'im2col')
+
+
+def _patches(x, kh: int, kw: int, strides: Tuple[int, int]):
+  """(N, Ho, Wo, kh * kw * C): each output position's receptive field, taps
+  in the order of an HWIO kernel reshaped to (kh * kw * C, F)."""
+  (sh, sw) = strides
+  ho = (x.shape[1] - kh) // sh + 1
+  wo = (x.shape[2] - kw) // sw + 1
+  return jnp.concatenate(
+      [x[:, i:i + (ho - 1) * sh + 1:sh, j:j + (wo - 1) * sw + 1:sw, :]
+       for i in range(kh) for j in range(kw)], axis=-1)
+
+
+@jax.custom_jvp
+def _patches_matmul(patches, kernel):
+  """patches (..., K) @ kernel (K, F), its kernel gradient spelled for
+  XLA:CPU (see the JVP below)."""
+  return patches @ kernel
+
+
+@_patches_matmul.defjvp
+def _patches_matmul_jvp(primals, tangents):
+  patches, kernel = primals
+  d_patches, d_kernel = tangents
+  rows = patches.reshape(-1, patches.shape[-1])
+  # The kernel's term, written so that its transpose, the kernel gradient,
+  # comes out as (g^T rows)^T: a (F, K) matmul over every output position
+  # (N * Ho * Wo, hundreds of thousands), then a small transpose. XLA's own
+  # (K, F) form of it runs slower in Eigen on CPU (docs/performance.md);
+  # the barrier keeps XLA from folding the transpose back into the dot.
+  kernel_term = (jax.lax.optimization_barrier(d_kernel.T) @ rows.T).T
+  return (patches @ kernel,
+          d_patches @ kernel + kernel_term.reshape(*patches.shape[:-1], -1))
+
+
+class Im2colConv(nn.Module):
+  """nn.Conv computed as one matmul over the input's patches (im2col).
+
+  On CPU, XLA's convolutions run far below its matmuls, the kernel gradient
+  worst (docs/performance.md); as a matmul, forward pass and both gradients
+  (JAX's derivatives of slicing, `_patches_matmul`'s of the dot) are matmuls
+  and copies. The same sums in another order. Parameters are nn.Conv's
+  (`kernel` (kh, kw, C, F), `bias`), initialized the same way, so checkpoints
+  and initial values match.
+  """
+  features: int
+  kernel_size: Tuple[int, int]
+  strides: Tuple[int, int] = (1, 1)
+  padding: str = 'SAME'
+  use_bias: bool = True
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    kernel = self.param('kernel', self.kernel_init,
+                        (kh, kw, x.shape[-1], self.features))
+    if self.padding == 'SAME':
+      pads = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size,
+                                     self.strides, 'SAME')
+      x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    patches = _patches(x, kh, kw, tuple(self.strides))
+    y = _patches_matmul(patches, kernel.reshape(-1, self.features))
+    if self.use_bias:
+      y = y + self.param('bias', self.bias_init, (self.features,))
+    return y
+
+
+def conv_module(conv_impl: str, platform: Optional[str] = None):
+  """The conv module class for `model.conv_impl` on `platform` (default:
+  JAX's default backend): Im2colConv or nn.Conv, same parameters."""
+  if conv_impl == 'auto':
+    conv_impl = 'im2col' if (platform or jax.default_backend()) == 'cpu' \
+        else 'xla'
+  return Im2colConv if conv_impl == 'im2col' else nn.Conv
+
+
+def compiler_options(platform: str) -> Optional[dict]:
+  """XLA options for the train step on `platform` (None: XLA's defaults).
+
+  On CPU, XLA's tree reduction rewriter turns some large sums into a
+  32 x 32 reduce-window and a second sum. It did so for the gradient norm
+  over dense1's 25M weights, and YNNPACK ran that form several times slower
+  than the other norms' plain sums of the same size (docs/performance.md).
+  Without the pass every sum is one reduction; float32 accuracy is tested
+  against float64 (train_test).
+  """
+  if platform == 'cpu':
+    return {'xla_disable_hlo_passes': 'tree_reduction_rewriter'}
+  return None
+
+
+def global_norm(tree):
+  """optax.global_norm, with each square written |x|*|x|: XLA:CPU would
+  share x*x with Adam's second moment, keep it in memory and sum it in a
+  separate pass over the parameters (docs/performance.md)."""
+  return jnp.sqrt(sum(jnp.sum(jnp.abs(x) * jnp.abs(x))
+                      for x in jax.tree.leaves(tree)))
+
+
+# Huge pages for malloc.
+#
+# XLA:CPU mallocs every call's outputs and temporaries. glibc serves the large
+# ones with fresh mmap'd memory and unmaps it on free, so each train step
+# faults its biggest buffers in again, 4 KiB at a time (the seed CNN's dense1
+# kernel, its gradient, Adam's moments and their temporaries are 100 MB each).
+# glibc's tunable glibc.malloc.hugetlb=1 (glibc >= 2.35) makes malloc ask for
+# transparent huge pages on that memory, 2 MiB a fault. glibc reads tunables
+# only when a process starts, hence the re-execution.
+
+HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
+HUGE_PAGES_OPT_OUT = 'BN_STUDY_HUGE_PAGES'
+_THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
+
+
+def glibc_version() -> Optional[Tuple[int, int]]:
+  """(major, minor) of the running glibc; None elsewhere (macOS, musl)."""
+  try:
+    name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
+    major, minor = version.split('.')[:2]
+    return (int(major), int(minor)) if name == 'glibc' else None
+  except (AttributeError, OSError, ValueError, TypeError):
+    return None
+
+
+def thp_mode(path: str = _THP_MODE_FILE) -> Optional[str]:
+  """The kernel's THP mode, the bracketed word of e.g. 'always [madvise]
+  never'; None where there is no such file."""
+  try:
+    with open(path, encoding='ascii') as f:
+      text = f.read()
+  except OSError:
+    return None
+  start, end = text.find('['), text.find(']')
+  return text[start + 1:end] if 0 <= start < end else None
+
+
+def _tunables(environ: Mapping[str, str]):
+  return environ.get('GLIBC_TUNABLES', '').split(':')
+
+
+def should_reexec(environ: Mapping[str, str], platform: str,
+                  glibc: Optional[Tuple[int, int]],
+                  thp: Optional[str]) -> bool:
+  """Whether re-executing with the tunable would turn huge pages on: Linux,
+  glibc >= 2.35 and THP mode `madvise` (with `always` every large mapping
+  gets huge pages already; with `never` none can); not where the user opted
+  out or GLIBC_TUNABLES sets glibc.malloc.hugetlb already, to any value."""
+  return (platform.startswith('linux')
+          and environ.get(HUGE_PAGES_OPT_OUT, '1') != '0'
+          and glibc is not None and glibc >= (2, 35) and thp == 'madvise'
+          and not any(t.startswith('glibc.malloc.hugetlb=')
+                      for t in _tunables(environ)))
+
+
+def huge_pages_active(environ: Mapping[str, str] = os.environ) -> bool:
+  """Whether this process's malloc asks for huge pages."""
+  return (HUGE_PAGES_TUNABLE in _tunables(environ)
+          and thp_mode() in ('madvise', 'always'))
+
+
+def use_huge_pages():
+  """Re-executes this process with glibc.malloc.hugetlb=1 where that helps
+  (should_reexec); returns where it does not, or already has it.
+  BN_STUDY_HUGE_PAGES=0 turns it off (e.g. under a debugger).
+
+  Call first thing in an entry point's main(), before anything worth keeping
+  exists: the process image is replaced (same PID, arguments and
+  environment), so whatever ran before runs once more.
+  """
+  if not (sys.executable and should_reexec(os.environ, sys.platform,
+                                           glibc_version(), thp_mode())):
+    return
+  tunables = os.environ.get('GLIBC_TUNABLES')
+  env = dict(os.environ, GLIBC_TUNABLES=(
+      f'{tunables}:{HUGE_PAGES_TUNABLE}' if tunables else HUGE_PAGES_TUNABLE))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  try:
+    # sys.orig_argv keeps `-m module` and `-c code`, which sys.argv loses.
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+  except OSError:
+    pass  # Runs on as it is, only slower.

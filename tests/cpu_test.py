@@ -1,0 +1,78 @@
+"""bn_study.cpu: huge pages for malloc, by re-executing once (the im2col conv
+is in models_test, the norm and compiler options in train_test)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bn_study import cpu
+from tests.conftest import ROOT
+
+LINUX = 'linux'
+NEW = (2, 36)
+
+
+@pytest.mark.parametrize('environ, platform, glibc, thp, expected', [
+    ({}, LINUX, NEW, 'madvise', True),
+    ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, LINUX, NEW, 'madvise',
+     True),
+    # Already there: the re-executed process must not loop.
+    ({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'},
+     LINUX, NEW, 'madvise', False),
+    # The user's own choice stands.
+    ({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, LINUX, NEW, 'madvise',
+     False),
+    ({'BN_STUDY_HUGE_PAGES': '0'}, LINUX, NEW, 'madvise', False),
+    ({'BN_STUDY_HUGE_PAGES': '1'}, LINUX, NEW, 'madvise', True),
+    ({}, LINUX, (2, 31), 'madvise', False),  # No such tunable before 2.35.
+    ({}, LINUX, NEW, 'always', False),  # The kernel does it already.
+    ({}, LINUX, NEW, 'never', False),
+    ({}, LINUX, NEW, None, False),
+    ({}, LINUX, None, 'madvise', False),  # musl
+    ({}, 'darwin', None, None, False),
+])
+def test_should_reexec(environ, platform, glibc, thp, expected):
+  assert cpu.should_reexec(environ, platform, glibc, thp) is expected
+
+
+def test_thp_mode_reads_the_bracketed_word(tmp_path):
+  path = tmp_path / 'enabled'
+  path.write_text('always [madvise] never\n')
+  assert cpu.thp_mode(str(path)) == 'madvise'
+  path.write_text('[always] madvise never\n')
+  assert cpu.thp_mode(str(path)) == 'always'
+  assert cpu.thp_mode(str(tmp_path / 'missing')) is None
+
+
+# Re-executes itself as an entry point's main() would, then prints its
+# arguments and whether huge pages are on. How many page faults huge pages
+# save depends on the kernel; the benchmark shows it, not this test.
+_PROGRAM = """
+import sys
+from bn_study import cpu
+cpu.use_huge_pages()
+print(' '.join(sys.argv[1:]), cpu.huge_pages_active())
+"""
+
+
+def _run(huge_pages: bool):
+  env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
+  env[cpu.HUGE_PAGES_OPT_OUT] = '1' if huge_pages else '0'
+  out = subprocess.run(
+      [sys.executable, '-c', _PROGRAM, 'two', '--args'], cwd=ROOT, env=env,
+      capture_output=True, text=True, check=True).stdout
+  *args, active = out.split()
+  return args, active == 'True'
+
+
+@pytest.mark.skipif(
+    not cpu.should_reexec({}, sys.platform, cpu.glibc_version(),
+                          cpu.thp_mode()),
+    reason='needs Linux, glibc >= 2.35 and THP mode madvise; elsewhere '
+    'use_huge_pages() leaves the process as it is')
+def test_use_huge_pages_reexecutes_once_with_the_same_arguments():
+  assert _run(huge_pages=True) == (['two', '--args'], True)
+  # The opt-out leaves the process as it is.
+  assert _run(huge_pages=False) == (['two', '--args'], False)
