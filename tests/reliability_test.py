@@ -176,10 +176,12 @@ def get_config():
 
 
 def _with(command, flags):
-  """command with flags added, --config= and --workdir= replacing its own."""
-  replaced = {f.split('=', 1)[0] for f in flags
-              if f.startswith(('--config=', '--workdir='))}
-  return [a for a in command if a.split('=', 1)[0] not in replaced] + flags
+  """command with flags added; a --config= or --workdir= among them takes
+  the place of the command's own (--config must come before its overrides)."""
+  own = {f.split('=', 1)[0]: f for f in flags
+         if f.startswith(('--config=', '--workdir='))}
+  return ([own.get(a.split('=', 1)[0], a) for a in command] +
+          [f for f in flags if f not in own.values()])
 
 
 def test_bad_input_is_one_message_no_traceback(learnable_data_dir, tmp_path):
