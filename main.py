@@ -79,7 +79,10 @@ def parse_flags(argv):
     FLAGS.config.keys()  # ml_collections raises a missing file's error here.
     return rest
   except Exception as e:  # pylint: disable=broad-except
-    print(f'error: {errors.flags_error(e, argv)}', file=sys.stderr)
+    message = errors.flags_error(e, argv)
+    if message is None:
+      raise  # Not the user's mistake: a bug keeps its traceback.
+    print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
 
 

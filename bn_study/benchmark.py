@@ -50,6 +50,7 @@ from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
+from bn_study import norms
 from bn_study import runs
 from bn_study import train
 
@@ -494,6 +495,9 @@ def main(argv):
     train.validate(FLAGS.config)
     for size in sizes:
       mesh_lib.check_batch_size('--batch_sizes', size, mesh_lib.make_mesh())
+      if FLAGS.config.model.norm == 'ghost_batch':
+        norms.check_ghost_batch(FLAGS.config.model.virtual_batch_size,
+                                '--batch_sizes', size)
     config = FLAGS.config
     data, mock = f'{config.dataset} (prepared TFDS)', contextlib.nullcontext()
     if not input_pipeline.is_prepared(config):

@@ -10,11 +10,11 @@ from typing import List, Optional
 
 from absl import logging as absl_logging
 from etils import epath
-from flax import traverse_util
 import jax
 import orbax.checkpoint as ocp
 
 from bn_study import errors
+from bn_study import runs
 
 # Item names inside a step's folder. `default` is where checkpoints written
 # before train metrics were saved keep the state.
@@ -39,10 +39,12 @@ def make_workdir(workdir: str) -> epath.Path:
     raise errors.UserError(
         f'--workdir={workdir!r} is a file, not a directory; pass a directory '
         '(it is created if missing).') from e
-  except OSError as e:
+  except Exception as e:  # pylint: disable=broad-except
+    # OSError locally; gs:// and other remote file systems raise their own.
+    reason = getattr(e, 'strerror', None) or f'{type(e).__name__}: {e}'
     raise errors.UserError(
-        f'--workdir={workdir!r} cannot be created ({e.strerror or e}); pass '
-        'a directory you can write to.') from e
+        f'--workdir={workdir!r} cannot be created ({reason}); pass a '
+        'directory you can write to.') from e
   if '://' not in str(path) and not os.access(path, os.W_OK | os.X_OK):
     raise errors.UserError(
         f'--workdir={workdir!r} is not writable; pass a directory you can '
@@ -53,11 +55,11 @@ def make_workdir(workdir: str) -> epath.Path:
 def config_differences(config, saved: epath.Path) -> List[str]:
   """'field: <saved> there, <now> here' for every field where `config`
   differs from the config.json at `saved` (none if there is no such file)."""
-  if not saved.exists():
+  try:
+    before = runs.flatten(json.loads(saved.read_text()))
+  except (OSError, ValueError):  # Missing, or cut short by a killed launch.
     return []
-  before = traverse_util.flatten_dict(json.loads(saved.read_text()), sep='.')
-  now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()),
-                                   sep='.')
+  now = runs.flatten(json.loads(config.to_json_best_effort()))
 
   def show(values, key):
     return repr(values[key]) if key in values else '(absent)'

@@ -97,8 +97,8 @@ def conv_module(conv_impl: str, platform: Optional[str] = None):
   """The conv module class for `model.conv_impl` on `platform` (default:
   JAX's default backend): Im2colConv or nn.Conv, same parameters."""
   if conv_impl == 'auto':
-    conv_impl = 'im2col' if (platform or jax.default_backend()) == 'cpu' \
-        else 'xla'
+    on_cpu = (platform or jax.default_backend()) == 'cpu'
+    conv_impl = 'im2col' if on_cpu else 'xla'
   return Im2colConv if conv_impl == 'im2col' else nn.Conv
 
 

@@ -86,30 +86,54 @@ def _library(filename: str) -> bool:
                  for root in roots))
 
 
+def _user_frame(error: BaseException, config_file: str):
+  """The frame of the user's code that raised: the deepest in the config
+  file itself, else the deepest outside Python, the libraries and main.py."""
+  frames = traceback.extract_tb(error.__traceback__)
+  own = [f for f in frames if os.path.abspath(f.filename) == config_file]
+  return (own or [f for f in frames if not _library(f.filename) and
+                  os.path.abspath(f.filename) != os.path.abspath(sys.argv[0])]
+          or [None])[-1]
+
+
 def _config_file_error(error: BaseException, config: str) -> Optional[str]:
-  """What went wrong loading the --config file, where the user can fix it."""
-  for e in _chain(error):
+  """What went wrong loading the --config file, where the user can fix it;
+  None if it was not the config file."""
+  config_file = os.path.abspath(config.split(':')[0])
+  chain = _chain(error)
+  for e in chain:
     if isinstance(e, SyntaxError) and e.filename and not _library(e.filename):
       return (f'--config={config}: {type(e).__name__}: {e.msg} ({e.filename}, '
               f'line {e.lineno}).')
-    own = [f for f in traceback.extract_tb(e.__traceback__)
-           if not _library(f.filename)
-           and os.path.abspath(f.filename) != os.path.abspath(sys.argv[0])]
-    if own:
-      frame = own[-1]
+    frame = _user_frame(e, config_file)
+    if frame is not None:
       return (f'--config={config} raised {type(e).__name__}: {e} '
               f'({frame.filename}, line {frame.lineno}: {frame.line}).')
-  for e in _chain(error):
-    if isinstance(e, OSError) and 'Failed loading config file' in str(e):
-      return (f'--config={config}: no such config file (relative paths are '
-              f'from {os.getcwd()}); the configs are in configs/, e.g. '
-              '--config=configs/wbn.py.')
+  text = '\n'.join(str(e) for e in chain)
+  if 'Failed loading config file' in text:
+    return (f'--config={config}: no such config file (relative paths are '
+            f'from {os.getcwd()}); the configs are in configs/, e.g. '
+            '--config=configs/wbn.py.')
+  if "has no attribute 'get_config'" in text:
+    return (f'--config={config} has no get_config(): a config file defines '
+            'get_config() returning an ml_collections.ConfigDict, as '
+            'configs/wbn.py does (sweep files go to python -m bn_study.sweep '
+            '--sweep=FILE).')
+  if 'must have a value other than None' in text:
+    return (f'--config={config}: get_config() returned None; it must return '
+            'an ml_collections.ConfigDict.')
+  if 'Error whilst parsing config file' in text:
+    # ml_collections' own call of get_config(ARG) failed, e.g. an argument
+    # after ':' that get_config does not take: its last line says why.
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    return f'--config={config}: {last.strip()}'
   return None
 
 
-def flags_error(error: BaseException, argv: Sequence[str]) -> str:
-  """One line for anything that went wrong parsing `argv`: a bad flag, a
-  config file that is missing or raises, an unknown --config.FIELD."""
+def flags_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
+  """One line for a user's mistake found parsing `argv`: a bad flag, a config
+  file that is missing or raises, an unknown --config.FIELD. None for
+  anything else: a bug, which keeps its traceback."""
   config = _flag_value(argv, 'config')
   message = config and _config_file_error(error, config)
   if message:
@@ -123,7 +147,8 @@ def flags_error(error: BaseException, argv: Sequence[str]) -> str:
     hint = re.findall(r'Did you mean "([^"]+)"', str(error))
     bad = [a.split('=', 1)[0] for a in argv if a.startswith('--config.')
            and names and names[0] in a.split('=', 1)[0].split('.')]
-    return (f'{bad[0] if bad else "a --config.* flag"} is not a config '
-            f'field' + (f' (did you mean {hint[0]!r}?)' if hint else '') +
-            '. Every field, with what it means, is in configs/default.py.')
-  return f'{type(error).__name__}: {error}'
+    if bad:
+      return (f'{bad[0]} is not a config field' +
+              (f' (did you mean {hint[0]!r}?)' if hint else '') +
+              '. Every field, with what it means, is in configs/default.py.')
+  return None

@@ -16,6 +16,8 @@ import tensorflow_datasets as tfds
 from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import NameResolutionError
 from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import ProxyError
+from urllib3.util import retry
 from urllib3.util.retry import Retry
 
 from bn_study import errors
@@ -90,6 +92,8 @@ _OFFLINE_ERRNOS = (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH)
 
 
 def _offline(error) -> bool:
+  if isinstance(error, ProxyError):  # Through a proxy: what the proxy met.
+    error = error.original_error
   if isinstance(error, NameResolutionError):
     return True
   cause = getattr(error, '__cause__', None)
@@ -101,22 +105,31 @@ def _offline(error) -> bool:
 def _no_retries_offline():
   """TFDS's downloads retry every failed connection with backoff (urllib3's
   Retry, 10 tries: 3.5 minutes before a machine without network hears that
-  the dataset is not prepared). While this is open, a host that cannot be
-  resolved or refuses the connection fails at once; other errors (timeouts,
-  5xx) keep their retries."""
-  increment = Retry.increment
+  the dataset is not prepared). While this is open, the Retry that TFDS
+  makes fails at once where the host cannot be resolved, refuses the
+  connection or has no route; other errors (timeouts, resets, 5xx) keep
+  their retries. Once such an error is seen the process is offline: the
+  policy then stays for the download threads TFDS leaves running, which
+  would otherwise retry until the interpreter can exit. (It overrides
+  Retry.increment, whose signature requirements.txt pins.)"""
+  offline = []
 
-  def fail_fast(self, method=None, url=None, response=None, error=None,
-                _pool=None, _stacktrace=None):
-    if _offline(error):
-      raise MaxRetryError(_pool, url, error) from error
-    return increment(self, method, url, response, error, _pool, _stacktrace)
+  class FailFastRetry(Retry):
 
-  Retry.increment = fail_fast
+    def increment(self, method=None, url=None, response=None, error=None,
+                  _pool=None, _stacktrace=None):
+      if _offline(error):
+        offline.append(error)
+        raise MaxRetryError(_pool, url, error) from error
+      return super().increment(method, url, response, error, _pool,
+                               _stacktrace)
+
+  retry.Retry = FailFastRetry  # Where TFDS looks it up, per download.
   try:
     yield
   finally:
-    Retry.increment = increment
+    if not offline:
+      retry.Retry = Retry
 
 
 def _split(builder, split: str) -> tf.data.Dataset:

@@ -138,7 +138,7 @@ class GhostBatchNorm(nn.Module):
       y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
     else:
       n, size = x.shape[0], self.virtual_batch_size
-      check_ghost_batch(size, 'the batch size', n)
+      check_ghost_batch(size, 'the batch', n)
       groups = x.reshape((n // size, size) + x.shape[1:])
       gmask = None if mask is None else mask.reshape(
           (n // size, size) + (1,) * (x.ndim - 1))

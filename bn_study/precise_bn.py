@@ -27,8 +27,7 @@ def _stats_model(model):
   cfg = model.model_config.copy_and_resolve_references()
   cfg.bn_momentum = 0.0
   cfg.renorm_momentum = 0.0
-  return models.create_model(cfg, model.num_classes, model.total_steps,
-                             model.num_devices)
+  return model.clone(model_config=cfg)
 
 
 def _moments(stats, epsilon):

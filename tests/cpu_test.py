@@ -46,25 +46,31 @@ def test_thp_mode_reads_the_bracketed_word(tmp_path):
   assert cpu.thp_mode(str(tmp_path / 'missing')) is None
 
 
-# Re-executes itself as an entry point's main() would, then prints its
-# arguments and whether huge pages are on. How many page faults huge pages
-# save depends on the kernel; the benchmark shows it, not this test.
+# Notes each start in the file argv[1], re-executes itself as an entry
+# point's main() would, then prints its arguments and whether huge pages are
+# on. How many page faults huge pages save depends on the kernel; the
+# benchmark shows it, not this test.
 _PROGRAM = """
 import sys
+with open(sys.argv[1], 'a') as f:
+  f.write('start\\n')
 from bn_study import cpu
 cpu.use_huge_pages()
-print(' '.join(sys.argv[1:]), cpu.huge_pages_active())
+print(' '.join(sys.argv[2:]), cpu.huge_pages_active())
 """
 
 
-def _run(huge_pages: bool):
+def _run(tmp_path, huge_pages: bool):
+  """(arguments seen, huge pages on, times the program started)."""
   env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
   env[cpu.HUGE_PAGES_OPT_OUT] = '1' if huge_pages else '0'
+  starts = tmp_path / f'starts_{huge_pages}'
   out = subprocess.run(
-      [sys.executable, '-c', _PROGRAM, 'two', '--args'], cwd=ROOT, env=env,
-      capture_output=True, text=True, check=True).stdout
+      [sys.executable, '-c', _PROGRAM, str(starts), 'two', '--args'],
+      cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+      timeout=120).stdout
   *args, active = out.split()
-  return args, active == 'True'
+  return args, active == 'True', starts.read_text().count('start')
 
 
 @pytest.mark.skipif(
@@ -72,7 +78,7 @@ def _run(huge_pages: bool):
                           cpu.thp_mode()),
     reason='needs Linux, glibc >= 2.35 and THP mode madvise; elsewhere '
     'use_huge_pages() leaves the process as it is')
-def test_use_huge_pages_reexecutes_once_with_the_same_arguments():
-  assert _run(huge_pages=True) == (['two', '--args'], True)
+def test_use_huge_pages_reexecutes_once_with_the_same_arguments(tmp_path):
+  assert _run(tmp_path, huge_pages=True) == (['two', '--args'], True, 2)
   # The opt-out leaves the process as it is.
-  assert _run(huge_pages=False) == (['two', '--args'], False)
+  assert _run(tmp_path, huge_pages=False) == (['two', '--args'], False, 1)

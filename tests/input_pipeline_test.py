@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from urllib3.exceptions import ConnectTimeoutError
+from urllib3.exceptions import MaxRetryError
 from urllib3.exceptions import NameResolutionError
 from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import ProxyError
+from urllib3.util import retry
 from urllib3.util.retry import Retry
 
 from bn_study import errors
@@ -142,21 +145,29 @@ def test_offline_download_stops_at_once_with_the_not_prepared_message(
   assert 'Retrying' not in proc.stderr, proc.stderr[-3000:]
 
 
-def test_transient_connection_errors_keep_their_retries():
+def test_transient_connection_errors_keep_their_retries(monkeypatch):
+  monkeypatch.setattr(retry, 'Retry', Retry)  # Put back after the test.
   refused = NewConnectionError(None, 'refused')
   refused.__cause__ = ConnectionRefusedError(errno.ECONNREFUSED, 'refused')
   reset = NewConnectionError(None, 'reset')
   reset.__cause__ = ConnectionResetError(errno.ECONNRESET, 'reset')
-  assert input_pipeline._offline(NameResolutionError('host', None, 'no'))
+  unresolved = NameResolutionError('host', None, 'no')
+  assert input_pipeline._offline(unresolved)
   assert input_pipeline._offline(refused)
+  assert input_pipeline._offline(ProxyError('proxy', refused))
   assert not input_pipeline._offline(reset)
   assert not input_pipeline._offline(ConnectTimeoutError())
   assert not input_pipeline._offline(None)  # A 5xx status: no error object.
-  increment = Retry.increment
   with input_pipeline._no_retries_offline():
-    retry = Retry(total=3).increment(error=ConnectTimeoutError())
-    assert retry.total == 2
-  assert Retry.increment is increment
+    assert retry.Retry(total=3).increment(error=reset).total == 2
+  assert retry.Retry is Retry  # No offline error: TFDS's own Retry again.
+  with input_pipeline._no_retries_offline():
+    assert retry.Retry(total=3).increment(error=reset).total == 2
+    with pytest.raises(MaxRetryError):
+      retry.Retry(total=3).increment(error=refused)
+  assert retry.Retry is not Retry  # Offline: downloads still running fail too.
+  with pytest.raises(MaxRetryError):
+    retry.Retry(total=3).increment(error=unresolved)
 
 
 def test_unknown_dataset_is_a_user_error():

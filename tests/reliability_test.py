@@ -156,6 +156,10 @@ BAD_INPUTS = [
     (['--config={tmp}/raises.py'],
      "raised NameError: name 'batch' is not defined ({tmp}/raises.py, line 6: "
      "config.model.norm = batch)"),
+    (['--config=configs/sweeps/seed_study.py'],
+     '--config=configs/sweeps/seed_study.py has no get_config()'),
+    (['--config=configs/tiny.py:x'],
+     '--config=configs/tiny.py:x: get_config() takes 0 positional arguments'),
     (['--workdir={tmp}/a_file'], "a_file' is a file, not a directory"),
     (['--workdir=/proc/bn_study/run'],
      "--workdir='/proc/bn_study/run' cannot be created"),
