@@ -71,20 +71,5 @@ def main(argv):
     sys.exit(errors.Preempted.EXIT_STATUS)
 
 
-def parse_flags(argv):
-  """absl's parsing, with a bad flag or config file one line, not a
-  traceback."""
-  try:
-    rest = FLAGS(argv)
-    FLAGS.config.keys()  # ml_collections raises a missing file's error here.
-    return rest
-  except Exception as e:  # pylint: disable=broad-except
-    message = errors.flags_error(e, argv)
-    if message is None:
-      raise  # Not the user's mistake: a bug keeps its traceback.
-    print(f'error: {message}', file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=errors.parse_flags)

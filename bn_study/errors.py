@@ -88,11 +88,14 @@ def _library(filename: str) -> bool:
 
 def _user_frame(error: BaseException, config_file: str):
   """The frame of the user's code that raised: the deepest in the config
-  file itself, else the deepest outside Python, the libraries and main.py."""
+  file itself, else the deepest outside Python, the libraries, bn_study and
+  the entry point."""
+  ours = (os.path.dirname(os.path.abspath(__file__)),
+          os.path.abspath(sys.argv[0]))
   frames = traceback.extract_tb(error.__traceback__)
   own = [f for f in frames if os.path.abspath(f.filename) == config_file]
   return (own or [f for f in frames if not _library(f.filename) and
-                  os.path.abspath(f.filename) != os.path.abspath(sys.argv[0])]
+                  not os.path.abspath(f.filename).startswith(ours)]
           or [None])[-1]
 
 
@@ -152,3 +155,20 @@ def flags_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
               (f' (did you mean {hint[0]!r}?)' if hint else '') +
               '. Every field, with what it means, is in configs/default.py.')
   return None
+
+
+def parse_flags(argv):
+  """absl's parsing for an entry point with a --config flag (main.py, the
+  benchmark): a bad flag or config file is one line and exit status 2, not a
+  traceback."""
+  try:
+    rest = flags.FLAGS(argv)
+    # ml_collections raises a config file's load error only on first use.
+    flags.FLAGS.config.keys()
+    return rest
+  except Exception as e:  # pylint: disable=broad-except
+    message = flags_error(e, argv)
+    if message is None:
+      raise  # Not the user's mistake: a bug keeps its traceback.
+    print(f'error: {message}', file=sys.stderr)
+    sys.exit(2)
