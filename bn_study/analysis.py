@@ -25,9 +25,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from bn_study import cpu
+from bn_study import losses
 from bn_study import models
 
 INSTRUMENTS = ('act', 'ics', 'smoothness', 'norms')
@@ -49,12 +49,6 @@ def percentile_summary(x) -> Dict[str, jax.Array]:
   out['mean'] = x.mean()
   out['std'] = x.std()
   return out
-
-
-def layer_order(params) -> List[str]:
-  """The weight layers in forward order (flax keeps definition order); a
-  layer's norm is the module `<layer>_norm`."""
-  return [k for k in params if not k.endswith('_norm')]
 
 
 def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
@@ -142,18 +136,20 @@ def activations(state, probe) -> Dict[str, jax.Array]:
 
 
 def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
-            multipliers: Tuple[float, ...]) -> Dict[str, jax.Array]:
-  """Every instrument asked for, on this step's state and batch."""
+            multipliers: Tuple[float, ...], layers: Tuple[str, ...],
+            label_smoothing: float = 0.0) -> Dict[str, jax.Array]:
+  """Every instrument asked for, on this step's state and batch; `layers`
+  the weight layers in forward order (models.weight_layers). The loss is
+  the training loss (losses.cross_entropy)."""
 
   def loss_fn(params):
     logits, _ = state.apply_fn(models.variables(params, state.batch_stats),
                                batch['image'], train=True,
                                mutable=['batch_stats'])
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch['label']).mean()
+    return losses.cross_entropy(logits, batch['label'],
+                                label_smoothing).mean()
 
   out = {}
-  layers = layer_order(state.params)
   if 'act' in instruments:
     out.update(activations(state, probe))
   if instruments == ('act',):
@@ -171,10 +167,12 @@ def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
   return out
 
 
-def jit_measure(mesh_repl, data_sharding, instruments, multipliers):
+def jit_measure(mesh_repl, data_sharding, instruments, multipliers, layers,
+                label_smoothing: float = 0.0):
   """`measure` compiled over the mesh; nothing donated (it only reads)."""
   return jax.jit(
       functools.partial(measure, instruments=tuple(instruments),
-                        multipliers=tuple(multipliers)),
+                        multipliers=tuple(multipliers), layers=tuple(layers),
+                        label_smoothing=label_smoothing),
       in_shardings=(mesh_repl, data_sharding, data_sharding, mesh_repl),
       out_shardings=mesh_repl)

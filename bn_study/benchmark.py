@@ -159,7 +159,8 @@ def _setup(config, info, steps_per_epoch) -> Setup:
                               config.num_epochs * steps_per_epoch, mesh.size)
   tx, schedule = train.make_optimizer(config, steps_per_epoch)
   state = train.create_train_state(config, model, info.image_shape, tx, mesh)
-  return Setup(config, mesh, model, state, train.jit_steps(mesh, schedule),
+  return Setup(config, mesh, model, state, train.jit_steps(
+      mesh, schedule, label_smoothing=config.label_smoothing),
                info.image_shape, info.num_classes)
 
 
@@ -252,7 +253,8 @@ def instrument_times(setup: Setup, batch_size: int, repeats: int,
   for name in analysis.INSTRUMENTS:
     measure = analysis.jit_measure(
         mesh_lib.replicated(setup.mesh), mesh_lib.batch_sharding(setup.mesh),
-        [name], setup.config.analysis.smoothness_lr_multipliers)
+        [name], setup.config.analysis.smoothness_lr_multipliers,
+        models.weight_layers(setup.model, (1, *setup.image_shape)))
     out[f'instrument_{name}_s'] = median_seconds(time_calls(
         lambda: jax.block_until_ready(measure(setup.state, batch, probe, 1e-3)),
         repeats, warmup))

@@ -76,12 +76,15 @@ class Im2colConv(nn.Module):
   use_bias: bool = True
   kernel_init: Any = nn.initializers.lecun_normal()
   bias_init: Any = nn.initializers.zeros
+  dtype: Any = None  # Compute dtype (None: as nn.Conv, input and kernel's).
 
   @nn.compact
   def __call__(self, x):
     kh, kw = self.kernel_size
     kernel = self.param('kernel', self.kernel_init,
                         (kh, kw, x.shape[-1], self.features))
+    dtype = self.dtype or jnp.result_type(x.dtype, kernel.dtype)
+    x, kernel = x.astype(dtype), kernel.astype(dtype)
     if self.padding == 'SAME':
       pads = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size,
                                      self.strides, 'SAME')
@@ -89,7 +92,7 @@ class Im2colConv(nn.Module):
     patches = _patches(x, kh, kw, tuple(self.strides))
     y = _patches_matmul(patches, kernel.reshape(-1, self.features))
     if self.use_bias:
-      y = y + self.param('bias', self.bias_init, (self.features,))
+      y = y + self.param('bias', self.bias_init, (self.features,)).astype(dtype)
     return y
 
 

@@ -1,8 +1,12 @@
 """TFDS + tf.data: seeded, resumable training batches and exact eval batches.
 
-The order of training batches is a pure function of (seed, epoch): a resumed
-run sees exactly the batches an uninterrupted one would, whatever the number
+The order of training batches is a pure function of (seed, epoch), and each
+example's augmentation a pure function of (seed, epoch, example): a resumed
+run sees exactly the images an uninterrupted one would, whatever the number
 of hosts. Each host keeps only its slice of every global batch.
+
+Images reach the model as float32: pixels / 255, then with
+normalize=per_channel minus the train split's per-channel mean, over its std.
 """
 
 import contextlib
@@ -22,6 +26,21 @@ from urllib3.util.retry import Retry
 
 from bn_study import errors
 
+# augment: none | crop_flip (pad 4 pixels with zeros, a random crop back to
+# the image's size, a random horizontal flip: He et al. 2016 on CIFAR).
+AUGMENTS = ('none', 'crop_flip')
+CROP_PAD = 4
+# normalize: none (pixels in [0, 1], the seed's) | per_channel (zero mean,
+# unit std per channel over the train split).
+NORMALIZES = ('none', 'per_channel')
+
+
+def validate(config):
+  """The pipeline's own fields, before any work (train.validate calls it)."""
+  errors.check_choice('augment', config.augment, AUGMENTS)
+  errors.check_choice('normalize', config.normalize, NORMALIZES)
+
+
 def hide_accelerators_from_tf():
   """TF only feeds data here; left alone it would grab GPU/TPU memory from
   JAX. Entry points call this first thing, before TF initializes."""
@@ -40,6 +59,10 @@ class DatasetInfo:
   class_names: Tuple[str, ...]
   num_train: int
   num_eval: int
+  # What normalize subtracts and divides by, per channel, in [0, 1] units
+  # (0 and 1 with normalize=none); predict applies the same.
+  pixel_mean: Tuple[float, ...]
+  pixel_std: Tuple[float, ...]
 
 
 def is_prepared(config) -> bool:
@@ -150,6 +173,37 @@ def _num_examples(ds: tf.data.Dataset, builder, split: str) -> int:
   return n if n >= 0 else builder.info.splits[split].num_examples
 
 
+def channel_stats(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+  """Per-channel mean and std of every pixel of `ds`'s images, in [0, 1]
+  units, accumulated in float64."""
+  total = total_sq = 0.0
+  count = 0
+  for image, _ in tfds.as_numpy(ds.batch(10000)):
+    x = image.astype(np.float64) / 255.0
+    total = total + x.sum(axis=(0, 1, 2))
+    total_sq = total_sq + (x * x).sum(axis=(0, 1, 2))
+    count += x.shape[0] * x.shape[1] * x.shape[2]
+  mean = total / count
+  return mean, np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+
+
+def to_float(image, mean, std):
+  """uint8 images -> float32, normalized (tf or numpy)."""
+  x = tf.cast(image, tf.float32) / 255.0
+  return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def crop_flip(image, seed):
+  """He et al.'s augmentation of one image, a pure function of `seed`
+  (shape [2]): zero-pad CROP_PAD pixels, crop back, flip half the time."""
+  crop_seed, flip_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  shape = tf.shape(image)
+  padded = tf.pad(image, [[CROP_PAD, CROP_PAD], [CROP_PAD, CROP_PAD], [0, 0]])
+  image = tf.image.stateless_random_crop(padded, shape, crop_seed)
+  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+
 class Pipeline:
   """Batches of one dataset for one run: `train(epoch)` and `eval()`.
 
@@ -163,13 +217,20 @@ class Pipeline:
     self._train = _split(builder, config.train_split).cache()
     self._eval = _split(builder, config.eval_split).cache()
     features = builder.info.features
+    channels = features['image'].shape[-1]
+    mean, std = np.zeros(channels), np.ones(channels)
+    if config.normalize == 'per_channel':
+      mean, std = channel_stats(self._train)
     self.info = DatasetInfo(
         name=builder.name,
         image_shape=tuple(features['image'].shape),
         num_classes=features['label'].num_classes,
         class_names=tuple(features['label'].names),
         num_train=_num_examples(self._train, builder, config.train_split),
-        num_eval=_num_examples(self._eval, builder, config.eval_split))
+        num_eval=_num_examples(self._eval, builder, config.eval_split),
+        pixel_mean=tuple(float(m) for m in mean),
+        pixel_std=tuple(float(s) for s in std))
+    self._augment = config.augment
     self._seed = config.seed
     self._process_index = process_index
     self._process_count = process_count
@@ -195,14 +256,24 @@ class Pipeline:
   def epoch_seed(self, epoch: int) -> int:
     return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
 
+  def _to_float(self, image):
+    return to_float(image, self.info.pixel_mean, self.info.pixel_std)
+
   def train(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
     """The batches of `epoch` from `start_step` on; drops the incomplete last."""
-    ds = self._train.shuffle(
-        self.info.num_train, seed=self.epoch_seed(epoch),
-        reshuffle_each_iteration=False)
-    ds = ds.batch(self.batch_size, drop_remainder=True).skip(start_step)
-    ds = ds.map(lambda image, label: self._local(
-        {'image': tf.cast(image, tf.float32) / 255.0, 'label': label},
+    epoch_seed = self.epoch_seed(epoch)
+    # The example's index in the split names it, whatever the shuffle.
+    ds = self._train.enumerate().shuffle(
+        self.info.num_train, seed=epoch_seed, reshuffle_each_iteration=False)
+    ds = ds.skip(start_step * self.batch_size)
+    if self._augment == 'crop_flip':
+      ds = ds.map(lambda index, example: (index, (crop_flip(
+          example[0], tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+                                                  example[1])),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.batch_size, drop_remainder=True)
+    ds = ds.map(lambda index, example: self._local(
+        {'image': self._to_float(example[0]), 'label': example[1]},
         self.batch_size), num_parallel_calls=tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
 
@@ -215,7 +286,7 @@ class Pipeline:
           f'{self.info.num_eval} eval examples and a multiple of the number '
           f'of processes ({self._process_count}).')
     (image, label), = tfds.as_numpy(self._eval.batch(size).take(1))
-    return self._local({'image': image.astype(np.float32) / 255.0,
+    return self._local({'image': self._to_float(image).numpy(),
                         'label': label}, size)
 
   def eval(self) -> Iterator[dict]:
@@ -226,7 +297,7 @@ class Pipeline:
       n = tf.shape(label)[0]
       fill = size - n
       return self._local({
-          'image': tf.pad(tf.cast(image, tf.float32) / 255.0,
+          'image': tf.pad(self._to_float(image),
                           [[0, fill], [0, 0], [0, 0], [0, 0]]),
           'label': tf.pad(label, [[0, fill]]),
           'mask': tf.pad(tf.ones([n], tf.float32), [[0, fill]]),

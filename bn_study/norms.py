@@ -101,10 +101,11 @@ def _moments(x, axes, mask):
 
 def _scale_bias(module, y, dtype):
   """The learned per-channel affine part, as `scale` and `bias` of `module`
-  (the names Flax's own norms use)."""
+  (the names Flax's own norms use), applied in float32; the result in the
+  compute dtype."""
   features = (y.shape[-1],)
   if module.use_scale:
-    y = y * module.param('scale', nn.initializers.ones, features)
+    y = y * module.param('scale', module.scale_init, features)
   if module.use_bias:
     y = y + module.param('bias', nn.initializers.zeros, features)
   return y.astype(dtype)
@@ -126,6 +127,7 @@ class GhostBatchNorm(nn.Module):
   epsilon: float = 1e-3
   use_scale: bool = True
   use_bias: bool = True
+  scale_init: Callable = nn.initializers.ones
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -172,6 +174,7 @@ class BatchRenorm(nn.Module):
   epsilon: float = 1e-3
   use_scale: bool = True
   use_bias: bool = True
+  scale_init: Callable = nn.initializers.ones
   r_max: float = 3.0
   d_max: float = 5.0
   warmup_steps: int = 0
@@ -215,8 +218,12 @@ class BatchRenorm(nn.Module):
 
 
 def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
-              num_devices: int = 1) -> Optional[Norm]:
+              num_devices: int = 1, zero_scale: bool = False) -> Optional[Norm]:
   """The norm called `name`, or None for `norm=none`.
+
+  Statistics are reduced in float32 whatever the input's dtype; the output
+  has the input's (the compute) dtype. `zero_scale` starts the scale (gamma)
+  at 0, e.g. the last norm of a residual branch (Goyal et al. 2017).
 
   Call it inside a compact method so the layer binds to its parent. In
   training the batch norms normalize by batch statistics and update their
@@ -226,7 +233,9 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
   """
   cfg = model_config  # Validated once, by models.create_model.
   common = dict(epsilon=cfg.bn_epsilon, use_scale=cfg.use_scale,
-                use_bias=cfg.use_bias, name=name)
+                use_bias=cfg.use_bias, name=name,
+                scale_init=(nn.initializers.zeros if zero_scale
+                            else nn.initializers.ones))
   if cfg.norm == 'none':
     return None
   if cfg.norm == 'batch' and cfg.stats_scope == 'per_device':
@@ -237,11 +246,15 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
                             momentum=cfg.bn_momentum, **common)(x, mask)
     return per_device
   if cfg.norm == 'batch':
-    layer = nn.BatchNorm(use_running_average=not train,
-                         momentum=cfg.bn_momentum, **common)
-    return lambda x, mask=None: layer(x, mask=(
-        None if mask is None else jnp.broadcast_to(_per_example(mask, x),
-                                                   x.shape)))
+    def batch_norm(x, mask=None):
+      # Flax reduces in float32 (force_float32_reductions); dtype sets the
+      # output's, which would otherwise be promoted to the params' float32.
+      return nn.BatchNorm(use_running_average=not train,
+                          momentum=cfg.bn_momentum, dtype=x.dtype, **common)(
+                              x, mask=(None if mask is None else
+                                       jnp.broadcast_to(_per_example(mask, x),
+                                                        x.shape)))
+    return batch_norm
   if cfg.norm == 'ghost_batch':
     layer = GhostBatchNorm(cfg.virtual_batch_size, not train,
                            momentum=cfg.bn_momentum, **common)
@@ -260,12 +273,12 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
       # Wu & He fix G for every layer; a layer whose channels G does not
       # divide (the raw image's 3) gets the largest G' dividing both.
       groups = math.gcd(cfg.num_groups, x.shape[-1])
-      return nn.GroupNorm(num_groups=groups, **common)(x)
+      return nn.GroupNorm(num_groups=groups, dtype=x.dtype, **common)(x)
     return group_norm
   # layer: statistics per example over every axis but the batch (Ba et al.;
   # group norm with G = 1), with a per-channel scale and bias.
   def layer_norm(x, mask=None):
     del mask
     return nn.LayerNorm(reduction_axes=tuple(range(1, x.ndim)),
-                        feature_axes=-1, **common)(x)
+                        feature_axes=-1, dtype=x.dtype, **common)(x)
   return layer_norm

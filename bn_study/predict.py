@@ -26,6 +26,12 @@ def predict(config, workdir: str, paths: Sequence[str]
   info = json.loads(info_path.read_text())
   images = np.stack([input_pipeline.load_image(p, info['image_shape'])
                      for p in paths])
+  # As the run's pipeline normalized its images (runs from before
+  # config.normalize existed saved no statistics: pixels in [0, 1]).
+  channels = info['image_shape'][-1]
+  images = ((images - np.asarray(info.get('pixel_mean', [0.0] * channels)))
+            / np.asarray(info.get('pixel_std', [1.0] * channels))
+            ).astype(np.float32)
 
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, info['num_classes'])

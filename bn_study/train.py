@@ -28,6 +28,7 @@ from bn_study import checkpoints
 from bn_study import cpu
 from bn_study import errors
 from bn_study import input_pipeline
+from bn_study import losses
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import norms
@@ -35,7 +36,8 @@ from bn_study import precise_bn
 from bn_study import preemption
 
 OPTIMIZERS = ('adam', 'sgd')
-LR_SCHEDULES = ('constant', 'cosine')
+LR_SCHEDULES = ('constant', 'cosine', 'piecewise')
+WEIGHT_DECAY_STYLES = ('decoupled', 'coupled')
 NONFINITE = ('stop', 'skip')
 # eval_stats mode -> the prefix of its scalars.
 EVAL_STATS = {'ema': 'eval', 'precise': 'eval_precise', 'batch': 'eval_batch'}
@@ -65,35 +67,75 @@ class EvalMetrics(metrics.Collection):
   accuracy: metrics.Accuracy
 
 
-def make_optimizer(config, steps_per_epoch: int):
-  """The optax transformation and its learning-rate schedule (step -> lr)."""
+def make_schedule(config, steps_per_epoch: int):
+  """step -> learning rate: a linear warmup from 0 over warmup_epochs, then
+  constant, cosine (to 0 at the end of the run) or piecewise (multiplied by
+  lr_decay_factor at each of lr_boundaries, fractions of the run; the new
+  rate applies from the boundary's step on)."""
+  total = config.num_epochs * steps_per_epoch
   warmup = int(config.warmup_epochs * steps_per_epoch)
+  lr = config.learning_rate
   if config.lr_schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=config.learning_rate, warmup_steps=warmup,
-        decay_steps=max(config.num_epochs * steps_per_epoch, warmup + 1))
-  elif warmup:
-    schedule = optax.linear_schedule(0.0, config.learning_rate, warmup)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1))
+  if config.lr_schedule == 'piecewise':
+    scales = {}
+    for fraction in config.lr_boundaries:
+      step = round(fraction * total)
+      scales[step] = scales.get(step, 1.0) * config.lr_decay_factor
+    main = optax.piecewise_constant_schedule(lr, scales)
   else:
-    schedule = optax.constant_schedule(config.learning_rate)
-  mask = functools.partial(_decay_mask, include_norms=config.weight_decay_norms)
+    main = optax.constant_schedule(lr)
+  if not warmup:
+    return main
+  # join_schedules counts the second schedule's steps from the join: shift
+  # them back so boundaries stay fractions of the whole run.
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup), lambda s: main(s + warmup)],
+      [warmup])
+
+
+def make_optimizer(config, steps_per_epoch: int):
+  """The optax transformation and its learning-rate schedule (step -> lr).
+
+  Weight decay, weight_decay_style:
+  - coupled: L2 as the ResNet and VGG papers used it, wd * w added to the
+    gradient before momentum (or Adam's moments);
+  - decoupled: lr * wd * w subtracted from the weights beside the update
+    (AdamW, and SGDW for sgd; Loshchilov & Hutter 2019).
+  """
+  schedule = make_schedule(config, steps_per_epoch)
+  mask = functools.partial(_decay_mask, include_norms=config.weight_decay_norms,
+                           include_biases=config.weight_decay_biases)
+  decay = optax.add_decayed_weights(config.weight_decay, mask=mask)
+  coupled = config.weight_decay_style == 'coupled'
   if config.optimizer == 'adam':
-    tx = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
-                     weight_decay=config.weight_decay, mask=mask)
+    if coupled:
+      tx = optax.chain(decay, optax.adam(schedule, b1=config.b1, b2=config.b2,
+                                         eps=config.eps))
+    else:
+      tx = optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                       weight_decay=config.weight_decay, mask=mask)
+    return tx, schedule
+  momentum = (optax.trace(decay=config.momentum, nesterov=config.nesterov)
+              if config.momentum else optax.identity())
+  if coupled:
+    tx = optax.chain(decay, momentum, optax.scale_by_learning_rate(schedule))
   else:
-    tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=mask),
-        optax.sgd(schedule, momentum=config.momentum or None))
+    tx = optax.chain(momentum, decay, optax.scale_by_learning_rate(schedule))
   return tx, schedule
 
 
-def _decay_mask(params, include_norms: bool):
+def _decay_mask(params, include_norms: bool, include_biases: bool):
   """True for the params weight decay applies to; norms are the modules
-  named `*_norm` (models.py)."""
+  named `*_norm` (bn_study/models/layers.py), biases the other `bias`es."""
+  def decayed(path):
+    if any(p.endswith('_norm') for p in path):
+      return include_norms
+    return include_biases or path[-1] != 'bias'
   flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict({
-      path: include_norms or not any(p.endswith('_norm') for p in path)
-      for path in flat})
+  return traverse_util.unflatten_dict({path: decayed(path) for path in flat})
 
 
 def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
@@ -110,12 +152,9 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
   return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(rng)
 
 
-def cross_entropy(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
 def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
-               schedule, skip_nonfinite: bool = False
+               schedule, skip_nonfinite: bool = False,
+               label_smoothing: float = 0.0
                ) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step; BN normalizes by batch statistics and updates its
   running averages, which are kept in the new state.
@@ -129,7 +168,7 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
     logits, new_vars = state.apply_fn(
         models.variables(params, state.batch_stats), batch['image'],
         train=True, mutable=['batch_stats'])
-    loss = cross_entropy(logits, batch['label'])
+    loss = losses.cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), (logits, loss, new_vars.get('batch_stats', {}))
 
   grads, (logits, loss, batch_stats) = jax.grad(loss_fn, has_aux=True)(
@@ -173,7 +212,7 @@ def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics,
   else:
     logits = state.apply_fn(variables, batch['image'], train=False)
   return eval_metrics.merge(EvalMetrics.single_from_model_output(
-      loss=cross_entropy(logits, batch['label']), logits=logits,
+      loss=losses.cross_entropy(logits, batch['label']), logits=logits,
       labels=batch['label'], mask=batch['mask']))
 
 
@@ -184,7 +223,8 @@ class Steps:
   eval_batch: Callable  # Same, each batch normalized by its own statistics.
 
 
-def jit_steps(mesh, schedule, skip_nonfinite: bool = False) -> Steps:
+def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
+              label_smoothing: float = 0.0) -> Steps:
   """The steps compiled over the mesh, state and metrics donated so XLA
   updates them in place (eval never donates the state it reads)."""
   repl = mesh_lib.replicated(mesh)
@@ -199,7 +239,8 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False) -> Steps:
 
   return Steps(
       train=jax.jit(functools.partial(train_step, schedule=schedule,
-                                      skip_nonfinite=skip_nonfinite),
+                                      skip_nonfinite=skip_nonfinite,
+                                      label_smoothing=label_smoothing),
                     in_shardings=(repl, data, repl),
                     out_shardings=(repl, repl), donate_argnums=(0, 2),
                     compiler_options=cpu.compiler_options(platform)),
@@ -313,6 +354,20 @@ def validate(config):
     raise errors.UserError(f'seed={config.seed!r} must be an integer.')
   errors.check_choice('optimizer', config.optimizer, OPTIMIZERS)
   errors.check_choice('lr_schedule', config.lr_schedule, LR_SCHEDULES)
+  errors.check_choice('weight_decay_style', config.weight_decay_style,
+                      WEIGHT_DECAY_STYLES)
+  boundaries = config.lr_boundaries
+  if (not isinstance(boundaries, (tuple, list)) or
+      not all(isinstance(b, (int, float)) and 0 < b < 1 for b in boundaries)
+      or list(boundaries) != sorted(boundaries)):
+    raise errors.UserError(
+        f'lr_boundaries={boundaries!r} must be increasing fractions of the '
+        'run, each between 0 and 1, e.g. "(0.5,0.75)".')
+  errors.check_number('lr_decay_factor', config.lr_decay_factor, 0,
+                      low_open=True)
+  errors.check_number('label_smoothing', config.label_smoothing, 0, 1,
+                      high_open=True)
+  input_pipeline.validate(config)
   errors.check_choice('nonfinite', config.nonfinite, NONFINITE)
   errors.check_number('learning_rate', config.learning_rate, 0, low_open=True)
   errors.check_number('warmup_epochs', config.warmup_epochs, 0,
@@ -321,7 +376,8 @@ def validate(config):
     errors.check_number(field, config[field], 0, 1, high_open=True)
   errors.check_number('eps', config.eps, 0)
   errors.check_number('weight_decay', config.weight_decay, 0)
-  for field in ('weight_decay_norms', 'precise_bn_replaces_ema', 'download'):
+  for field in ('weight_decay_norms', 'weight_decay_biases', 'nesterov',
+                'precise_bn_replaces_ema', 'download'):
     if not isinstance(config[field], bool):
       raise errors.UserError(f'{field}={config[field]!r} must be True or False.')
   models.validate(config.model)
@@ -405,7 +461,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
-  steps = jit_steps(mesh, schedule, config.nonfinite == 'skip')
+  steps = jit_steps(mesh, schedule, config.nonfinite == 'skip',
+                    config.label_smoothing)
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
@@ -416,7 +473,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                               config.analysis.probe_size, mesh)
     measure = analysis.jit_measure(
         repl, mesh_lib.batch_sharding(mesh), instruments,
-        config.analysis.smoothness_lr_multipliers)
+        config.analysis.smoothness_lr_multipliers,
+        models.weight_layers(model, (1, *info.image_shape)),
+        config.label_smoothing)
     probe = mesh_lib.global_batch(
         pipeline.probe(config.analysis.probe_size), mesh)['image']
     logging.info('Instruments every %d steps: %s.',

@@ -18,6 +18,12 @@ def get_config():
   # Try TFDS's download when the dataset is not prepared. Datasets that need a
   # manual download (or machines without network) stop with a message instead.
   config.download = True
+  # augment: none | crop_flip (pad 4, random crop, random horizontal flip;
+  # He et al.), each image's a function of (seed, epoch, example).
+  # normalize: none (pixels in [0, 1]) | per_channel (the train split's
+  # per-channel mean and std). The seed used neither.
+  config.augment = 'none'
+  config.normalize = 'none'
 
   # The seed: 20 steps per pass over CIFAR-10's 50,000 images.
   config.batch_size = 2500  # Global: split over every device of every host.
@@ -30,14 +36,25 @@ def get_config():
   # eps / sqrt(1 - b2^t), larger only in the first steps (not measured here).
   config.optimizer = 'adam'  # adam | sgd (sgd uses `momentum`; 0 = plain SGD)
   config.learning_rate = 1e-3
-  config.lr_schedule = 'constant'  # constant | cosine (decays to 0 at the end)
-  config.warmup_epochs = 0.0
+  # constant | cosine (decays to 0 at the end) | piecewise (times
+  # lr_decay_factor at each of lr_boundaries, fractions of the run).
+  config.lr_schedule = 'constant'
+  config.lr_boundaries = (0.5, 0.75)
+  config.lr_decay_factor = 0.1
+  config.warmup_epochs = 0.0  # Linear from 0, before any schedule.
   config.b1 = 0.9
   config.b2 = 0.999
   config.eps = 1e-8
   config.momentum = 0.9
-  config.weight_decay = 0.0  # Decoupled (AdamW-style for adam); 0 in the seed.
+  config.nesterov = False  # sgd: Nesterov's momentum.
+  config.weight_decay = 0.0  # 0 in the seed.
+  # decoupled: AdamW / SGDW, lr * wd * w off the weights beside the update.
+  # coupled: L2, wd * w added to the gradient, as the ResNet and VGG papers.
+  config.weight_decay_style = 'decoupled'
   config.weight_decay_norms = False  # Decay the norms' scale and bias too?
+  config.weight_decay_biases = True  # Decay the convs' and dense biases?
+  # Train loss targets 1 - a on the label, a / classes everywhere (0: off).
+  config.label_smoothing = 0.0
 
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
@@ -52,12 +69,27 @@ def get_config():
   config.max_checkpoints_to_keep = 3
 
   config.model = ml_collections.ConfigDict()
+  # The family (bn_study/models/, docs/models.md):
   # cnn: `filters` convs then `dense` layers (the seed). mlp: `hidden` dense
-  # layers only (the BN paper's MNIST network, configs/bn_paper_fig1.py).
+  #   layers only (the BN paper's MNIST network, configs/bn_paper_fig1.py).
+  # resnet_cifar: He et al.'s CIFAR ResNet-(6n+2), option A shortcuts.
+  # preact_resnet: the pre-activation ResNet-18/34 (He et al. 2016b).
+  # vgg: VGG-11/13/16/19, CIFAR form (one dense layer after the convs).
   config.model.kind = 'cnn'
+  # resnet_cifar, preact_resnet, vgg: depth (None: 20, 18, 16) and base width
+  # (None: the published 16, 64, 64; the others scale with it).
+  config.model.depth = ml_collections.config_dict.placeholder(int)
+  config.model.width = ml_collections.config_dict.placeholder(int)
+  # resnet_cifar: start the scale of each residual branch's last norm at 0,
+  # so every block begins as the identity (Goyal et al. 2017).
+  config.model.zero_init_residual = False
+  # Compute dtype of convs and matmuls. bfloat16: mixed precision; params,
+  # optimizer state, norm statistics and the loss stay float32.
+  config.model.dtype = 'float32'  # float32 | bfloat16
   config.model.hidden = (100, 100, 100)  # mlp only.
   config.model.activation = 'relu'  # relu | sigmoid, after every hidden layer.
-  # glorot_uniform (tf.layers' default, the seed's) | normal (stddev below).
+  # glorot_uniform (tf.layers' default, the seed's) | normal (stddev below) |
+  # he_normal (N(0, 2/fan_out), as ResNet and VGG code initializes convs).
   config.model.kernel_init = 'glorot_uniform'
   config.model.kernel_init_stddev = 0.1
   config.model.filters = (30, 50, 60)

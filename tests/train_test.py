@@ -14,6 +14,7 @@ from bn_study import checkpoints
 from bn_study import cpu
 from bn_study import errors
 from bn_study import input_pipeline
+from bn_study import losses
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import norms
@@ -350,7 +351,7 @@ def test_train_step_sums_match_float64():
   images = rng.normal(100, 50, (512, 32, 32, 3)).astype(np.float32)
   batch = {'image': images, 'label': rng.integers(0, 10, 512)}
   params = jax.device_get(state.params)
-  grads = jax.device_get(jax.grad(lambda p: train.cross_entropy(
+  grads = jax.device_get(jax.grad(lambda p: losses.cross_entropy(
       model.apply(models.variables(p, state.batch_stats), images,
                   train=True, mutable=['batch_stats'])[0],
       batch['label']).mean())(state.params))

@@ -1,26 +1,14 @@
-"""The seed CNN: convs, then dense layers, with norms where `placement` says."""
-
-from typing import Any, Dict, Sequence, Tuple
+"""The seed CNN (model.kind=cnn) and the BN paper's MLP (model.kind=mlp):
+convs, then dense layers, with norms where `placement` says."""
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from bn_study import cpu
 from bn_study import errors
 from bn_study import norms
+from bn_study.models import layers
 
-# tf.layers' defaults, which the seed used.
-_BIAS_INIT = nn.initializers.zeros
-KINDS = ('cnn', 'mlp')
-ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid}
-KERNEL_INITS = ('glorot_uniform', 'normal')
-
-
-def _kernel_init(cfg):
-  if cfg.kernel_init == 'normal':
-    return nn.initializers.normal(cfg.kernel_init_stddev)
-  return nn.initializers.glorot_uniform()
+PLACEMENTS = norms.PLACEMENTS  # input, pre_act, post_act: all three.
 
 
 def stacks(cfg):
@@ -30,7 +18,7 @@ def stacks(cfg):
   return tuple(cfg.filters), tuple(cfg.strides), tuple(cfg.dense)
 
 
-class SeedCNN(nn.Module):
+class SeedCNN(layers.Family):
   """Convs -> flatten -> dense layers -> logits, each followed by
   `model.activation` (ReLU in the seed). With model.kind=mlp there are no
   convs and the dense layers are `model.hidden` (the BN paper's MLP).
@@ -40,11 +28,6 @@ class SeedCNN(nn.Module):
   the input to its ReLU as `<layer>_preact`, for shape tables and instruments;
   they cost nothing unless the caller asks for that collection.
   """
-  model_config: Any  # The config's `model` block.
-  num_classes: int
-  total_steps: int = 0  # The run's length, for schedules inside norms.
-  num_devices: int = 1  # The mesh's size, for stats_scope=per_device.
-  conv: Any = nn.Conv  # Any module with nn.Conv's fields and parameters.
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -74,13 +57,15 @@ class SeedCNN(nn.Module):
         if norm_pre_act:
           x = norm(x, name)
         self.sow('intermediates', f'{name}_preact', x)  # The act/ instrument.
-        x = ACTIVATIONS[cfg.activation](x)
+        x = layers.ACTIVATIONS[cfg.activation](x)
         if norm_post_act:
           x = norm(x, name)
       self.sow('intermediates', f'{name}_out', x)
       return x
 
-    kernel_init = _kernel_init(cfg)
+    kernel_init = layers.KERNEL_INITS[cfg.kernel_init](cfg)
+    dtype = jnp.dtype(cfg.dtype)
+    x = x.astype(dtype)
     filters, strides, dense = stacks(cfg)
     for i, (features, stride) in enumerate(zip(filters, strides)):
       name = f'conv{i + 1}'
@@ -89,36 +74,22 @@ class SeedCNN(nn.Module):
                           kernel_size=(cfg.kernel_size, cfg.kernel_size),
                           strides=(s, s), padding=cfg.padding,
                           use_bias=use_bias, kernel_init=kernel_init,
-                          bias_init=_BIAS_INIT, name=name))
+                          bias_init=layers.BIAS_INIT, dtype=dtype, name=name))
     x = x.reshape((x.shape[0], -1))
     self.sow('intermediates', 'flatten_out', x)
     for i, features in enumerate(dense):
       name = f'dense{i + 1}'
       x = layer(x, name, lambda use_bias, name=name, f=features: nn.Dense(
-          f, use_bias=use_bias, kernel_init=kernel_init, bias_init=_BIAS_INIT,
-          name=name))
-    return layer(x, 'logits', lambda use_bias: nn.Dense(
+          f, use_bias=use_bias, kernel_init=kernel_init,
+          bias_init=layers.BIAS_INIT, dtype=dtype, name=name))
+    logits = layer(x, 'logits', lambda use_bias: nn.Dense(
         self.num_classes, use_bias=use_bias, kernel_init=kernel_init,
-        bias_init=_BIAS_INIT, name='logits'), last=True)
-
-
-def variables(params, batch_stats):
-  """What `apply` takes; a model without batch statistics has no such
-  collection (an empty one would be an error)."""
-  if batch_stats:
-    return {'params': params, 'batch_stats': batch_stats}
-  return {'params': params}
+        bias_init=layers.BIAS_INIT, dtype=dtype, name='logits'), last=True)
+    return logits.astype(jnp.float32)  # The loss in float32.
 
 
 def validate(model_config):
-  """The architecture's fields, then the normalizer's (norms.validate)."""
-  errors.check_choice('model.kind', model_config.kind, KINDS)
-  errors.check_choice('model.activation', model_config.activation,
-                      tuple(ACTIVATIONS))
-  errors.check_choice('model.kernel_init', model_config.kernel_init,
-                      KERNEL_INITS)
-  errors.check_number('model.kernel_init_stddev',
-                      model_config.kernel_init_stddev, 0, low_open=True)
+  """The seed's own fields."""
   for field in ('filters', 'strides', 'dense', 'hidden'):
     value = model_config[field]
     if (not isinstance(value, (tuple, list)) or
@@ -133,41 +104,3 @@ def validate(model_config):
         'per conv layer).')
   errors.check_positive_int('model.kernel_size', model_config.kernel_size)
   errors.check_choice('model.padding', model_config.padding, ('VALID', 'SAME'))
-  errors.check_choice('model.conv_impl', model_config.conv_impl,
-                      cpu.CONV_IMPLS)
-  norms.validate(model_config)
-
-
-def create_model(model_config, num_classes: int, total_steps: int = 0,
-                 num_devices: int = 1) -> nn.Module:
-  """The config's model; `model.conv_impl` picks how its convs are computed
-  (bn_study/cpu.py), the math is the same."""
-  validate(model_config)
-  return SeedCNN(model_config=model_config, num_classes=num_classes,
-                 total_steps=total_steps, num_devices=num_devices,
-                 conv=cpu.conv_module(model_config.conv_impl))
-
-
-def layer_shapes(model: nn.Module, input_shape: Sequence[int]
-                 ) -> Dict[str, Tuple[int, ...]]:
-  """Output shape of every layer, in order, computed without any FLOPs."""
-  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-  variables = jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x, train=False), x)
-  _, state = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=False, mutable=['intermediates']),
-      variables, x)
-  filters, _, dense = stacks(model.model_config)
-  order = ([f'conv{i + 1}' for i in range(len(filters))] + ['flatten']
-           + [f'dense{i + 1}' for i in range(len(dense))] + ['logits'])
-  return {name: tuple(state['intermediates'][f'{name}_out'][0].shape)
-          for name in order}
-
-
-def summary(model: nn.Module, input_shape: Sequence[int]) -> str:
-  """Flax's table of every module: inputs, outputs and parameter counts."""
-  x = jnp.zeros(tuple(input_shape), jnp.float32)
-  return model.tabulate(
-      jax.random.key(0), x, train=False,
-      console_kwargs={'width': 140, 'force_terminal': False,
-                      'color_system': None})

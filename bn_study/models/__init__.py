@@ -1,0 +1,158 @@
+"""The model families, behind one registry: `model.kind` picks one.
+
+A family is a module here (seed.py, resnet.py, vgg.py) whose network takes
+its norms from bn_study/norms.py's factory through layers.Layers, so every
+normalizer works in every family. Adding a family: its module, an entry in
+FAMILIES, and its tests (tests/models_test.py).
+"""
+
+import dataclasses
+from typing import Callable, Dict, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bn_study import cpu
+from bn_study import errors
+from bn_study import norms
+from bn_study.models import layers
+from bn_study.models import resnet
+from bn_study.models import seed
+from bn_study.models import vgg
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  module: type  # A layers.Family subclass.
+  placements: Tuple[str, ...]  # The model.placement values it implements.
+  default_depth: int = 0  # model.depth when None; 0: the family has none.
+  validate: Callable = lambda cfg: None  # Its own fields.
+
+
+FAMILIES: Dict[str, Family] = {
+    'cnn': Family(seed.SeedCNN, seed.PLACEMENTS, validate=seed.validate),
+    'mlp': Family(seed.SeedCNN, seed.PLACEMENTS, validate=seed.validate),
+    'resnet_cifar': Family(resnet.ResNetCIFAR, ('pre_act',), 20,
+                           resnet.validate_cifar),
+    'preact_resnet': Family(resnet.PreActResNet, ('pre_act',), 18,
+                            resnet.validate_preact),
+    'vgg': Family(vgg.VGG, vgg.PLACEMENTS, 16, vgg.validate),
+}
+KINDS = tuple(FAMILIES)
+
+
+def variables(params, batch_stats):
+  """What `apply` takes; a model without batch statistics has no such
+  collection (an empty one would be an error)."""
+  if batch_stats:
+    return {'params': params, 'batch_stats': batch_stats}
+  return {'params': params}
+
+
+def resolved(model_config):
+  """The model block with the family's published depth filled in where
+  model.depth is None."""
+  family = FAMILIES[model_config.kind]
+  if model_config.depth is None and family.default_depth:
+    model_config = model_config.copy_and_resolve_references()
+    model_config.depth = family.default_depth
+  return model_config
+
+
+def validate(model_config):
+  """The fields every family reads, the family's own, then the
+  normalizer's (norms.validate)."""
+  errors.check_choice('model.kind', model_config.kind, KINDS)
+  family = FAMILIES[model_config.kind]
+  errors.check_choice('model.activation', model_config.activation,
+                      tuple(layers.ACTIVATIONS))
+  errors.check_choice('model.kernel_init', model_config.kernel_init,
+                      tuple(layers.KERNEL_INITS))
+  errors.check_number('model.kernel_init_stddev',
+                      model_config.kernel_init_stddev, 0, low_open=True)
+  errors.check_choice('model.conv_impl', model_config.conv_impl,
+                      cpu.CONV_IMPLS)
+  errors.check_choice('model.dtype', model_config.dtype, layers.DTYPES)
+  if model_config.width is not None:
+    errors.check_positive_int('model.width', model_config.width)
+  if not isinstance(model_config.zero_init_residual, bool):
+    raise errors.UserError(f'model.zero_init_residual='
+                           f'{model_config.zero_init_residual!r} must be '
+                           'True or False.')
+  if model_config.zero_init_residual and model_config.kind != 'resnet_cifar':
+    raise errors.UserError(
+        f'model.zero_init_residual=True is for model.kind=resnet_cifar, not '
+        f'{model_config.kind!r} (it zeroes the norm that ends each residual '
+        'branch).')
+  norms.validate(model_config)
+  if model_config.placement not in family.placements:
+    raise errors.UserError(
+        f'model.placement={model_config.placement!r} is not implemented for '
+        f'model.kind={model_config.kind!r}; it has {list(family.placements)} '
+        '(docs/models.md).')
+  family.validate(resolved(model_config))
+
+
+def create_model(model_config, num_classes: int, total_steps: int = 0,
+                 num_devices: int = 1) -> nn.Module:
+  """The config's model; `model.conv_impl` picks how its convs are computed
+  (bn_study/cpu.py), the math is the same."""
+  validate(model_config)
+  family = FAMILIES[model_config.kind]
+  return family.module(model_config=resolved(model_config),
+                       num_classes=num_classes, total_steps=total_steps,
+                       num_devices=num_devices,
+                       conv=cpu.conv_module(model_config.conv_impl))
+
+
+def _traced(model: nn.Module, input_shape: Sequence[int]):
+  """(params, intermediates) of one eval-mode init, as shapes, in the order
+  the model created them: forward order. (Read while tracing: JAX returns
+  dicts with sorted keys.)"""
+  seen = {}
+
+  def init(x):
+    model_vars = model.init(jax.random.key(0), x, train=False, mutable=True)
+    seen['params'] = list(model_vars['params'])
+    seen['intermediates'] = [
+        (name, value[0].shape)
+        for name, value in model_vars.get('intermediates', {}).items()]
+
+  jax.eval_shape(init, jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32))
+  return seen['params'], seen['intermediates']
+
+
+def weight_layers(model: nn.Module, input_shape: Sequence[int]
+                  ) -> Tuple[str, ...]:
+  """The weight layers in forward order (a layer's norm, `<layer>_norm`,
+  excluded), for the per-layer instruments."""
+  params, _ = _traced(model, input_shape)
+  return tuple(name for name in params if not name.endswith('_norm'))
+
+
+def layer_shapes(model: nn.Module, input_shape: Sequence[int]
+                 ) -> Dict[str, Tuple[int, ...]]:
+  """Output shape of every layer the model sows (`<layer>_out`), in forward
+  order, computed without any FLOPs."""
+  _, intermediates = _traced(model, input_shape)
+  return {name[:-len('_out')]: tuple(shape) for name, shape in intermediates
+          if name.endswith('_out')}
+
+
+def num_params(model: nn.Module, input_shape: Sequence[int]) -> int:
+  """Parameters (weights, biases, norms' scales and shifts; not running
+  averages), computed without any FLOPs."""
+  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+  model_vars = jax.eval_shape(
+      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  return sum(p.size for p in jax.tree.leaves(model_vars['params']))
+
+
+def summary(model: nn.Module, input_shape: Sequence[int]) -> str:
+  """Flax's table of every module: inputs, outputs and parameter counts."""
+  x = jnp.zeros(tuple(input_shape), jnp.float32)
+  return model.tabulate(
+      jax.random.key(0), x, train=False,
+      console_kwargs={'width': 140, 'force_terminal': False,
+                      'color_system': None})

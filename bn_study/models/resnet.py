@@ -1,0 +1,115 @@
+"""Residual networks: He et al.'s CIFAR ResNets (v1) and the pre-activation
+ResNet (v2).
+
+Where the norms sit (model.placement=pre_act in both, a norm right before
+each ReLU; docs/models.md):
+- resnet_cifar (He et al. 2016, section 4.2): conv -> norm -> ReLU; a block
+  is conv-norm-ReLU-conv-norm, added to the shortcut, then ReLU.
+- preact_resnet (He et al. 2016b): norm -> ReLU -> conv; a block is
+  norm-ReLU-conv-norm-ReLU-conv added to the shortcut, and a final
+  norm-ReLU before pooling.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bn_study import errors
+from bn_study.models import layers
+
+# resnet_cifar: depth 6n + 2, three stages of n blocks at widths w, 2w, 4w.
+CIFAR_WIDTH = 16
+# preact_resnet: BasicBlocks per stage at widths w, 2w, 4w, 8w.
+PREACT_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+PREACT_WIDTH = 64
+
+
+def _option_a(x, features: int, stride: int):
+  """He et al.'s option A shortcut: identity, subsampled by `stride`, the
+  new channels zeros; no parameters."""
+  if stride > 1:
+    x = x[:, ::stride, ::stride, :]
+  extra = features - x.shape[-1]
+  if extra:
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
+  return x
+
+
+class ResNetCIFAR(layers.Family):
+  """He et al. 2016's CIFAR ResNet-(6n+2): a 3x3 conv, 3 stages of n basic
+  blocks (16, 32, 64 channels at depth's published width; stride 2 at the
+  start of stages 2 and 3), global average pooling, a dense layer."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mask=None):
+    cfg = self.model_config
+    L = layers.Layers(self, train=train, mask=mask)
+    width = cfg.width or CIFAR_WIDTH
+    n = (cfg.depth - 2) // 6
+    x = L.conv(L.input(x), 'conv1', width)
+    x = L.out(L.act(L.norm(x, 'conv1'), 'conv1'), 'conv1')
+    for stage in range(3):
+      features = width * 2**stage
+      for block in range(n):
+        name = f's{stage + 1}b{block + 1}'
+        stride = 2 if stage and not block else 1
+        y = L.conv(x, f'{name}_conv1', features, stride=stride)
+        y = L.out(L.act(L.norm(y, f'{name}_conv1'), f'{name}_conv1'),
+                  f'{name}_conv1')
+        y = L.conv(y, f'{name}_conv2', features)
+        y = L.norm(y, f'{name}_conv2', zero_scale=cfg.zero_init_residual)
+        y = y + _option_a(x, features, stride)
+        x = L.out(L.act(y, f'{name}_conv2'), f'{name}_conv2')
+    return L.logits(x, self.num_classes)
+
+
+class PreActResNet(layers.Family):
+  """He et al. 2016b's pre-activation ResNet in the common CIFAR form
+  (ResNet-18: a 3x3 conv at 64 channels, 4 stages of 2 BasicBlocks at 64,
+  128, 256, 512, stride 2 at the start of stages 2-4). A block's shortcut is
+  the identity, or a 1x1 conv of the block's normalized input where the
+  shape changes (projection, option B)."""
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mask=None):
+    cfg = self.model_config
+    L = layers.Layers(self, train=train, mask=mask)
+    width = cfg.width or PREACT_WIDTH
+    # The first conv feeds a norm (the first block's), so no bias with one.
+    x = L.out(L.conv(L.input(x), 'conv1', width), 'conv1')
+    for stage, blocks in enumerate(PREACT_BLOCKS[cfg.depth]):
+      features = width * 2**stage
+      for block in range(blocks):
+        name = f's{stage + 1}b{block + 1}'
+        stride = 2 if stage and not block else 1
+        h = L.act(L.norm(x, f'{name}_conv1'), f'{name}_conv1')
+        shortcut = x
+        if stride > 1 or x.shape[-1] != features:
+          shortcut = L.conv(h, f'{name}_shortcut', features, kernel=1,
+                            stride=stride, use_bias=False)
+        y = L.out(L.conv(h, f'{name}_conv1', features, stride=stride),
+                  f'{name}_conv1')
+        y = L.act(L.norm(y, f'{name}_conv2'), f'{name}_conv2')
+        x = L.out(L.conv(y, f'{name}_conv2', features) + shortcut,
+                  f'{name}_conv2')
+    x = L.act(L.norm(x, 'logits'), 'logits')
+    return L.logits(x, self.num_classes)
+
+
+def validate_cifar(cfg):
+  if (not isinstance(cfg.depth, int) or cfg.depth < 8
+      or (cfg.depth - 2) % 6):
+    raise errors.UserError(
+        f'model.depth={cfg.depth!r} is not a CIFAR ResNet depth: it must be '
+        '6n + 2 with n >= 1, e.g. 20, 32, 44, 56 or 110.')
+
+
+def validate_preact(cfg):
+  if cfg.depth not in PREACT_BLOCKS:
+    raise errors.UserError(
+        f'model.depth={cfg.depth!r} is not a pre-activation ResNet depth here; '
+        f'choose one of {sorted(PREACT_BLOCKS)}.')
+  if cfg.zero_init_residual:
+    raise errors.UserError(
+        'model.zero_init_residual=True is for model.kind=resnet_cifar (the '
+        'norm that ends each residual branch); a pre-activation branch ends '
+        'in a conv, and a zero scale before it would stop its gradient.')
