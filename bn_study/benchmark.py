@@ -403,16 +403,27 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
           'jax_version': jax.__version__,
           'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
               timespec='seconds'),
-          'config_norm': config.model.norm, 'data': data,
+          'config_norm': config.model.norm,
+          'model': describe_model(config.model), 'data': data,
           'train_compiler_options': cpu.compiler_options(
               jax.devices()[0].platform),
           'reference': f'{MATMUL_SIZE}x{MATMUL_SIZE} float32 jnp.dot',
           'matmul_flops_per_sec': reference, 'results': rows, **extras}
 
 
+def describe_model(model_config) -> str:
+  """The family, depth, norm, compute dtype and conv module, in words."""
+  resolved = models.resolved(model_config)
+  depth = f'-{resolved.depth}' if resolved.depth else ''
+  conv = cpu.conv_module(model_config.conv_impl, dtype=model_config.dtype)
+  return (f'{model_config.kind}{depth}, norm={model_config.norm}, '
+          f'{model_config.dtype}, conv {conv.__name__}')
+
+
 def format_table(result: dict) -> str:
   lines = [f'{result["device"]} x{result["device_count"]}, jax '
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
+           f'model: {result.get("model")}',
            f'reference: {result["reference"]}, timed in turn with each '
            f'batch size\'s steps ("ref"); '
            f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s at the start',

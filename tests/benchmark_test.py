@@ -116,6 +116,24 @@ def test_without_the_dataset_it_says_mock(tmp_path):
   assert 'TFDS mock data' in json.loads(out.read_text())['data']
 
 
+def test_a_family_config_benchmarks(tmp_path):
+  # configs/resnet20.py as given (augmented, normalized input), shrunk.
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark',
+       '--config=configs/resnet20.py', '--config.model.depth=8',
+       '--config.model.width=4', '--config.model.dtype=bfloat16',
+       '--config.batch_size=8', '--config.eval_batch_size=8',
+       f'--config.data_dir={tmp_path / "empty"}', '--batch_sizes=8',
+       '--repeats=1', '--warmup=1', '--pipeline_batches=2',
+       '--epoch_batch_size=0', '--mock_examples=64', f'--json={out}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  (row,) = result['results']
+  assert row['batch_size'] == 8 and row['step_s'] > 0 and row['bn_overhead'] > 0
+
+
 def test_kernel_usage_reads_this_process_so_far():
   before = benchmark.kernel_usage()
   if before is None:

@@ -1,4 +1,5 @@
-"""The seed CNN: collections, shapes, placement, bad names."""
+"""The seed CNN: collections, shapes, placement, bad names, and that the
+families left it as it was."""
 
 import flax.linen as nn
 import jax
@@ -147,6 +148,7 @@ def test_im2col_conv_forward_mode_is_nn_conv():
 def test_conv_impl_chooses_the_conv_module():
   config = tiny.get_config()
   assert cpu.conv_module('auto', 'cpu') is cpu.Im2colConv
+  assert cpu.conv_module('auto', 'cpu', 'bfloat16') is nn.Conv
   assert cpu.conv_module('auto', 'gpu') is nn.Conv
   assert cpu.conv_module('xla', 'cpu') is nn.Conv
   assert cpu.conv_module('im2col', 'tpu') is cpu.Im2colConv
@@ -179,3 +181,39 @@ def test_mlp_of_the_bn_paper():
   np.testing.assert_allclose(out, jax.nn.sigmoid(pre), rtol=1e-6)
   nobn = bn_paper_fig1.get_config('nobn').model
   assert nobn.norm == 'none' and nobn.activation == 'sigmoid'
+
+
+# Fingerprints of the seed CNN and the BN paper's MLP, taken with the code as
+# it was before the model families (bn_study/models.py at 52e3b83): parameter
+# count, sum of |initial params| and sum of |logits| on a fixed input, in
+# train and eval mode. The families must leave these models as they were.
+SEED_FINGERPRINTS = {
+    'wbn': (27935746, 359907.375, 51.78704833984375, 1.2901875972747803),
+    'wobn': (27912660, 348364.375, 1.2940617799758911, 1.2940617799758911),
+    'fig1': (100010, 8207.7861328125, 17.827367782592773, 16.18545913696289),
+    'fig1_nobn': (99710, 7907.78662109375, 16.185354232788086,
+                  16.185354232788086),
+}
+
+
+@pytest.mark.parametrize('name', SEED_FINGERPRINTS)
+def test_seed_models_are_unchanged(name):
+  from configs import bn_paper_fig1  # pylint: disable=g-import-not-at-top
+  config, shape = {
+      'wbn': (wbn.get_config(), (4, 32, 32, 3)),
+      'wobn': (wobn.get_config(), (4, 32, 32, 3)),
+      'fig1': (bn_paper_fig1.get_config(), (4, 28, 28, 1)),
+      'fig1_nobn': (bn_paper_fig1.get_config('nobn'), (4, 28, 28, 1)),
+  }[name]
+  model = models.create_model(config.model, 10, total_steps=10)
+  x = jax.random.uniform(jax.random.key(1), shape)
+  v = model.init(jax.random.key(0), x[:1], train=False)
+  leaves = jax.tree.leaves(v['params'])
+  logits_train, _ = model.apply(v, x, train=True, mutable=['batch_stats'])
+  logits_eval = model.apply(v, x, train=False)
+  got = (sum(l.size for l in leaves),
+         float(sum(jnp.abs(l).sum() for l in leaves)),
+         float(jnp.abs(logits_train).sum()), float(jnp.abs(logits_eval).sum()))
+  count, *sums = SEED_FINGERPRINTS[name]
+  assert got[0] == count
+  np.testing.assert_allclose(got[1:], sums, rtol=1e-5)

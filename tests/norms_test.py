@@ -269,10 +269,12 @@ def test_precise_bn_recovers_the_population_statistics(norm):
 def test_weight_decay_skips_norms_unless_asked():
   params = {'conv1': {'kernel': 1.0}, 'conv1_norm': {'scale': 1.0},
             'logits': {'bias': 1.0}}
-  assert train._decay_mask(params, include_norms=False) == {
+  assert train._decay_mask(params, include_norms=False,
+                           include_biases=True) == {
       'conv1': {'kernel': True}, 'conv1_norm': {'scale': False},
       'logits': {'bias': True}}
-  assert train._decay_mask(params, include_norms=True)['conv1_norm'] == {
+  assert train._decay_mask(params, include_norms=True,
+                           include_biases=True)['conv1_norm'] == {
       'scale': True}
 
 

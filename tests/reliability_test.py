@@ -98,6 +98,25 @@ def test_sigterm_and_sigkill_mid_epoch_and_at_boundaries_change_nothing(
   _assert_same(_result(tmp_path), reference[1])
 
 
+AUGMENTED = ('--config.augment=crop_flip', '--config.normalize=per_channel')
+
+
+def test_sigterm_and_resume_with_augmentation_is_bit_exact(
+    learnable_data_dir, tmp_path):
+  # Each image's crop and flip is a function of (seed, epoch, example): the
+  # resumed run sees the images an uninterrupted one saw.
+  straight = tmp_path / 'straight'
+  proc = _main(straight, learnable_data_dir, *AUGMENTED)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  stopped = tmp_path / 'stopped'
+  proc = _main(stopped, learnable_data_dir, *AUGMENTED, self_signal='11:SIGTERM')
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert _latest(stopped) == 11
+  proc = _main(stopped, learnable_data_dir, *AUGMENTED)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  _assert_same(_result(stopped), _result(straight))
+
+
 def test_sigterm_from_outside_saves_and_explains(learnable_data_dir, tmp_path):
   proc = subprocess.Popen(
       _command(tmp_path, learnable_data_dir, '--config.num_epochs=50'),
