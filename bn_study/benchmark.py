@@ -415,7 +415,8 @@ def describe_model(model_config) -> str:
   """The family, depth, norm, compute dtype and conv module, in words."""
   resolved = models.resolved(model_config)
   depth = f'-{resolved.depth}' if resolved.depth else ''
-  conv = cpu.conv_module(model_config.conv_impl, dtype=model_config.dtype)
+  conv = cpu.conv_module(model_config.conv_impl, dtype=model_config.dtype,
+                         kind=model_config.kind)
   return (f'{model_config.kind}{depth}, norm={model_config.norm}, '
           f'{model_config.dtype}, conv {conv.__name__}')
 

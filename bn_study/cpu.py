@@ -96,16 +96,23 @@ class Im2colConv(nn.Module):
     return y
 
 
+# Where auto picks im2col on CPU: the model families and compute dtypes it
+# was measured faster for. ResNet-20 at batch 128 (float32) trained at the
+# same speed either way and evaluated 3.2x faster with XLA's convs; in
+# bfloat16 its im2col step was 1.6x slower (docs/performance.md).
+IM2COL_FAMILIES = ('cnn', 'mlp')
+
+
 def conv_module(conv_impl: str, platform: Optional[str] = None,
-                dtype: str = 'float32'):
+                dtype: str = 'float32', kind: str = 'cnn'):
   """The conv module class for `model.conv_impl` on `platform` (default:
-  JAX's default backend) in compute `dtype`: Im2colConv or nn.Conv, same
-  parameters. auto: im2col on CPU in float32; XLA's conv elsewhere, and in
-  bfloat16, where im2col's matmuls ran 1.6x slower than XLA's convs on
-  ResNet-20 (docs/performance.md)."""
+  JAX's default backend), for a model of family `kind` computing in
+  `dtype`: Im2colConv or nn.Conv, same parameters. auto: im2col on CPU for
+  IM2COL_FAMILIES in float32, XLA's conv everywhere else."""
   if conv_impl == 'auto':
     on_cpu = (platform or jax.default_backend()) == 'cpu'
-    conv_impl = 'im2col' if on_cpu and dtype == 'float32' else 'xla'
+    conv_impl = ('im2col' if on_cpu and dtype == 'float32'
+                 and kind in IM2COL_FAMILIES else 'xla')
   return Im2colConv if conv_impl == 'im2col' else nn.Conv
 
 

@@ -303,8 +303,10 @@ def _check_finite(values, step, config, ckpts):
       f'{float(values["loss"])}, grad norm {float(values["grad_norm"])}). The '
       f'likely cause is a learning rate too high for this model and '
       f'normalizer (learning_rate={config.learning_rate}): lower it, or set '
-      '--config.nonfinite=skip to skip such steps. The last good checkpoint '
-      f'(step {ckpts.latest_step()}) is intact.')
+      '--config.nonfinite=skip to skip such steps. ' + (
+          'No checkpoint was written before it.' if ckpts.latest_step() is None
+          else f'The last good checkpoint (step {ckpts.latest_step()}) is '
+          'intact.'))
 
 
 def _stop_preempted(step, state, train_metrics, ckpts, writer):

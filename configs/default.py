@@ -99,8 +99,8 @@ def get_config():
   config.model.dense = (3500, 700)
   # How convs are computed; the math is the same. im2col: one matmul over
   # the input's patches, forward and backward, much faster than XLA's convs
-  # on CPU (bn_study/cpu.py, docs/performance.md). auto: im2col on CPU, xla
-  # elsewhere.
+  # on CPU for the seed CNN (bn_study/cpu.py, docs/performance.md). auto:
+  # im2col on CPU for the seed's cnn and mlp in float32, xla elsewhere.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | group | layer.
   config.model.norm = 'none'

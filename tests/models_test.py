@@ -149,6 +149,8 @@ def test_conv_impl_chooses_the_conv_module():
   config = tiny.get_config()
   assert cpu.conv_module('auto', 'cpu') is cpu.Im2colConv
   assert cpu.conv_module('auto', 'cpu', 'bfloat16') is nn.Conv
+  assert cpu.conv_module('auto', 'cpu', kind='resnet_cifar') is nn.Conv
+  assert cpu.conv_module('im2col', 'cpu', kind='vgg') is cpu.Im2colConv
   assert cpu.conv_module('auto', 'gpu') is nn.Conv
   assert cpu.conv_module('xla', 'cpu') is nn.Conv
   assert cpu.conv_module('im2col', 'tpu') is cpu.Im2colConv

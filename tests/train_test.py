@@ -224,9 +224,14 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
   sgd = {'optimizer': 'sgd', 'model.norm': 'none'}
   _train(tmp_path, num_epochs=1, learning_rate=0.01, **sgd)  # Good: step 8.
   with pytest.raises(errors.TrainingDiverged,
-                     match=r'not finite at step 1\d .*learning_rate=1e\+30'):
+                     match=r'not finite at step 1\d .*learning_rate=1e\+30'
+                     r'.*checkpoint \(step 8\) is intact'):
     _train(tmp_path, num_epochs=2, learning_rate=1e30, **sgd)
   assert checkpoints.Checkpoints(str(tmp_path)).latest_step() == 8
+  # Diverging before the first checkpoint says there is none.
+  with pytest.raises(errors.TrainingDiverged,
+                     match='No checkpoint was written before it'):
+    _train(tmp_path / 'fresh', num_epochs=1, learning_rate=1e30, **sgd)
 
 
 def test_skip_nonfinite_leaves_the_state_as_it_was():

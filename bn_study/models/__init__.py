@@ -104,7 +104,8 @@ def create_model(model_config, num_classes: int, total_steps: int = 0,
                        num_classes=num_classes, total_steps=total_steps,
                        num_devices=num_devices,
                        conv=cpu.conv_module(model_config.conv_impl,
-                                            dtype=model_config.dtype))
+                                            dtype=model_config.dtype,
+                                            kind=model_config.kind))
 
 
 def _traced(model: nn.Module, input_shape: Sequence[int]):
