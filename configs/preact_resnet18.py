@@ -8,8 +8,7 @@ where the shape changes, a final norm -> ReLU, 11.17M parameters. He et al.
 2016b report no ResNet-18 on CIFAR; kuangliu/pytorch-cifar's README (not a
 paper) reports 95.11% for this network with its own recipe. Here: He et al.'s
 CIFAR recipe (SGD 0.1, momentum 0.9, L2 5e-4 as that code uses, lr / 10 at
-50% and 75%, crop and flip), 200 epochs. A GPU run; not trained here (a step
-costs about 40x ResNet-20's on a CPU).
+50% and 75%, crop and flip), 200 epochs. A GPU run; not trained here.
 """
 
 from configs import resnet20

@@ -4,7 +4,7 @@ r"""He et al. 2016 (section 4.2): ResNet-56 on CIFAR-10, ResNet-20's recipe.
 
 Published (He et al. 2016, Table 6): 0.85M parameters, 6.97% test error
 (93.03% accuracy) after 64k iterations at batch 128 (164 epochs here). A GPU
-run; not trained here (ResNet-56 costs about 2.8x ResNet-20 per step).
+run; not trained here.
 """
 
 from configs import resnet20

@@ -11,8 +11,8 @@ Santurkar et al. compare this network with and without BN at learning rates
 0.1 and 0.5 and measure ICS and smoothness along training
 (analysis.every_steps); kuangliu/pytorch-cifar's README (not a paper)
 reports 92.64% with BN. The recipe here, chosen rather than published:
-SGD 0.1 (0.01 without BN, a rate deep unnormalized VGGs are usually trained
-at; --config.learning_rate=0.1 gives Santurkar et al.'s comparison), momentum
+SGD 0.1 (0.01 without BN, not tuned; --config.learning_rate=0.1 gives
+Santurkar et al.'s same-rate comparison), momentum
 0.9, L2 5e-4, lr / 10 at 50% and 75%, crop and flip, 160 epochs. A GPU run;
 not trained here.
 """

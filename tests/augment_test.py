@@ -74,17 +74,6 @@ def test_resuming_mid_epoch_sees_the_same_augmented_images():
     np.testing.assert_array_equal(f['label'], r['label'])
 
 
-def test_hosts_slice_the_same_augmented_global_batch():
-  with helpers.mock_learnable(NUM_TRAIN, NUM_EVAL):
-    config = helpers.tiny_config(augment='crop_flip')
-    whole = input_pipeline.Pipeline(config)
-    hosts = [input_pipeline.Pipeline(config, process_index=i, process_count=2)
-             for i in range(2)]
-  for g, h0, h1 in zip(whole.train(0), hosts[0].train(0), hosts[1].train(0)):
-    np.testing.assert_array_equal(
-        g['image'], np.concatenate([h0['image'], h1['image']]))
-
-
 def test_crop_flip_is_deterministic_per_seed():
   image = tf.constant(np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3))
   seed = tf.constant([7, 3], tf.int64)

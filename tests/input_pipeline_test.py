@@ -72,9 +72,11 @@ def test_batch_format():
   assert p.info.num_classes == 10 and len(p.info.class_names) == 10
 
 
-def test_hosts_read_disjoint_slices_of_the_same_global_batch():
+# Augmented images too: each host crops and flips the same global batch.
+@pytest.mark.parametrize('augment', ['none', 'crop_flip'])
+def test_hosts_read_disjoint_slices_of_the_same_global_batch(augment):
   with helpers.mock_learnable(64, 20):
-    config = helpers.tiny_config()
+    config = helpers.tiny_config(augment=augment)
     whole = input_pipeline.Pipeline(config)
     hosts = [input_pipeline.Pipeline(config, process_index=i, process_count=2)
              for i in range(2)]

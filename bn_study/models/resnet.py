@@ -108,8 +108,3 @@ def validate_preact(cfg):
     raise errors.UserError(
         f'model.depth={cfg.depth!r} is not a pre-activation ResNet depth here; '
         f'choose one of {sorted(PREACT_BLOCKS)}.')
-  if cfg.zero_init_residual:
-    raise errors.UserError(
-        'model.zero_init_residual=True is for model.kind=resnet_cifar (the '
-        'norm that ends each residual branch); a pre-activation branch ends '
-        'in a conv, and a zero scale before it would stop its gradient.')
