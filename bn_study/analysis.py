@@ -56,15 +56,18 @@ def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
   """Santurkar et al.'s internal covariate shift of every layer but the first.
 
   loss_fn(params) -> scalar on a fixed batch; `updates` the optimizer's update
-  of this step; a layer's update includes its norm (`<layer>_norm`); `grads`
-  the gradient at `params` if the caller has it already.
+  of this step; a layer's update includes what belongs to it, its norm and
+  norm-free scalars (`<layer>_<what>`); `grads` the gradient at `params` if
+  the caller has it already.
   """
   if grads is None:
     grads = jax.grad(loss_fn)(params)
   out = {}
   for i, layer in enumerate(layers[1:], start=1):
-    earlier = set(layers[:i]) | {f'{l}_norm' for l in layers[:i]}
-    moved = {k: (jax.tree.map(jnp.add, v, updates[k]) if k in earlier else v)
+    earlier = layers[:i]
+    moved = {k: (jax.tree.map(jnp.add, v, updates[k])
+                 if any(k == l or k.startswith(f'{l}_') for l in earlier)
+                 else v)
              for k, v in params.items()}
     g = grads[layer]
     g_moved = jax.grad(loss_fn)(moved)[layer]

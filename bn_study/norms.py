@@ -1,10 +1,12 @@
 """Every normalizer the model can use, behind one factory.
 
 The model asks `make_norm` for a norm at each place its placement puts one and
-never learns which normalizer it got. Flax's BatchNorm, GroupNorm and
-LayerNorm are used as they are; ghost batch norm and batch renorm, which Flax
-lacks, are written here. Conventions (momentum as a decay, biased variance)
-follow Flax; see configs/default.py.
+never learns which normalizer it got. Flax's BatchNorm, GroupNorm, LayerNorm
+and InstanceNorm are used as they are; ghost batch norm, batch renorm, the
+zero-debiased running averages, FRN and the EvoNorms, which Flax lacks, are
+written here. Conventions (momentum as a decay, biased variance) follow Flax;
+see configs/default.py. Weight standardization, which acts on the conv
+kernels rather than the activations, is in bn_study/models/layers.py.
 """
 
 import math
@@ -16,11 +18,20 @@ import jax.numpy as jnp
 
 from bn_study import errors
 
-NORMS = ('none', 'batch', 'ghost_batch', 'batch_renorm', 'group', 'layer')
+NORMS = ('none', 'batch', 'ghost_batch', 'batch_renorm', 'group', 'layer',
+         'instance', 'frn', 'evonorm_b0', 'evonorm_s0')
 PLACEMENTS = ('input', 'pre_act', 'post_act')
 # Normalizers whose training output depends on the other examples of the
 # batch: these keep running averages in `batch_stats`.
-BATCH_NORMS = ('batch', 'ghost_batch', 'batch_renorm')
+BATCH_NORMS = ('batch', 'ghost_batch', 'batch_renorm', 'evonorm_b0')
+# Normalization-activation layers: each replaces the norm and the activation
+# after it (FRN's TLU, the EvoNorms' nonlinear terms), so they go only where
+# a norm feeds the activation (placement=pre_act). Where a family's norm is
+# not followed by one (the end of a ResNet v1 branch), FRN runs without its
+# TLU and the EvoNorms, as their paper does, are the affine part alone.
+NORM_ACTS = ('frn', 'evonorm_b0', 'evonorm_s0')
+# zero_debias: the running averages these keep, bias-corrected as Adam's.
+DEBIASED_NORMS = ('batch', 'ghost_batch', 'batch_renorm', 'evonorm_b0')
 # global: statistics over the whole global batch (what jit over a mesh gives).
 # per_device: each device's shard by its own statistics, as pmap without
 #   axis_name did: exactly ghost batches of batch_size / num_devices.
@@ -52,8 +63,23 @@ def validate(model_config):
   if model_config.norm == 'ghost_batch':
     errors.check_positive_int('model.virtual_batch_size',
                               model_config.virtual_batch_size)
-  if model_config.norm == 'group':
+  if model_config.norm in ('group', 'evonorm_s0'):
     errors.check_positive_int('model.num_groups', model_config.num_groups)
+  if not isinstance(model_config.zero_debias, bool):
+    raise errors.UserError(
+        f'model.zero_debias={model_config.zero_debias!r} must be True or '
+        'False.')
+  if model_config.zero_debias and model_config.norm not in DEBIASED_NORMS:
+    raise errors.UserError(
+        f'model.zero_debias=True debiases running averages, and '
+        f'model.norm={model_config.norm!r} keeps none; use it with one of '
+        f'{list(DEBIASED_NORMS)}.')
+  if (model_config.norm in NORM_ACTS
+      and model_config.placement != 'pre_act'):
+    raise errors.UserError(
+        f'model.norm={model_config.norm!r} replaces a norm and the activation '
+        f'after it, so it goes only at model.placement=pre_act, not '
+        f'{model_config.placement!r}; add --config.model.placement=pre_act.')
   if model_config.norm == 'batch_renorm':
     cfg = model_config
     errors.check_number('model.renorm_momentum', cfg.renorm_momentum, 0, 1)
@@ -111,6 +137,25 @@ def _scale_bias(module, y, dtype):
   return y.astype(dtype)
 
 
+def update_average(average, steps, value, momentum: float, debias: bool):
+  """The running average's update with this step's `value`.
+
+  Plain: momentum * average + (1 - momentum) * value, from its initial value.
+  Debiased (zero_debias): the average Adam and TF's
+  assign_moving_average(zero_debias=True) would report, an EMA started at 0
+  divided by 1 - momentum^t after t updates; kept in that divided form, so
+  eval, PreciseBN and the checkpoint read it as they read the plain one. The
+  update is the same EMA rewritten for the divided form:
+  a_t = (m (1 - m^(t-1)) a_(t-1) + (1 - m) x_t) / (1 - m^t).
+  `steps` (t - 1, the updates so far) is read only when debiasing.
+  """
+  if not debias:
+    return momentum * average + (1 - momentum) * value
+  t = (steps + 1).astype(jnp.float32)
+  kept = momentum * (1 - momentum**(t - 1))
+  return (kept * average + (1 - momentum) * value) / (1 - momentum**t)
+
+
 class GhostBatchNorm(nn.Module):
   """Ghost batch norm (Hoffer et al. 2017).
 
@@ -128,6 +173,7 @@ class GhostBatchNorm(nn.Module):
   use_scale: bool = True
   use_bias: bool = True
   scale_init: Callable = nn.initializers.ones
+  zero_debias: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None):
@@ -136,6 +182,7 @@ class GhostBatchNorm(nn.Module):
                             jnp.float32)
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
                            jnp.float32)
+    steps = _steps(self)
     if self.use_running_average:
       y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
     else:
@@ -152,9 +199,8 @@ class GhostBatchNorm(nn.Module):
         total = count.sum(0)
         batch_mean = ((mean * count).sum(0) / total).reshape(-1)
         batch_var = ((mean_sq * count).sum(0) / total).reshape(-1) - batch_mean**2
-        m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1 - m) * batch_mean
-        ra_var.value = m * ra_var.value + (1 - m) * jnp.maximum(batch_var, 0.0)
+        _update(self, ((ra_mean, batch_mean),
+                       (ra_var, jnp.maximum(batch_var, 0.0))), steps)
     return _scale_bias(self, y, x.dtype)
 
 
@@ -175,6 +221,7 @@ class BatchRenorm(nn.Module):
   use_scale: bool = True
   use_bias: bool = True
   scale_init: Callable = nn.initializers.ones
+  zero_debias: bool = False
   r_max: float = 3.0
   d_max: float = 5.0
   warmup_steps: int = 0
@@ -210,20 +257,158 @@ class BatchRenorm(nn.Module):
           jnp.clip((mean - ra_mean.value) / ra_std.value, -d_max, d_max))
       y = (x - mean) / std * r + d
       if not self.is_initializing():
-        m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1 - m) * mean
-        ra_std.value = m * ra_std.value + (1 - m) * std
-        steps.value = steps.value + 1
+        _update(self, ((ra_mean, mean), (ra_std, std)), steps)
     return _scale_bias(self, y, x.dtype)
 
 
+def _spatial_axes(x):
+  """H and W of an NHWC input; none for a dense layer's (N, C)."""
+  return tuple(range(1, x.ndim - 1))
+
+
+class FRN(nn.Module):
+  """Filter Response Normalization with its TLU (Singh & Krishnan 2020).
+
+  nu2 = mean(x^2) over H, W per example and channel;
+  y = gamma * x / sqrt(nu2 + eps) + beta, then TLU: max(y, tau) with a
+  learned per-channel tau (when `act`; otherwise FRN alone). No mean is
+  subtracted and no batch statistic is used. Where H * W = 1 (a dense layer,
+  a 1x1 map) nu2 = x^2 and FRN would be nearly sign(x), with nearly no
+  gradient; there, as the paper prescribes, eps is learned: eps + |eps_l|,
+  eps_l one scalar per layer (`learned_eps`) from LEARNED_EPS_INIT (the
+  paper gives no value; TF Addons' FRN starts there).
+  """
+  act: bool
+  epsilon: float = 1e-6
+  use_scale: bool = True
+  use_bias: bool = True
+  scale_init: Callable = nn.initializers.ones
+
+  LEARNED_EPS_INIT = 1e-4
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    del mask  # Per-example statistics.
+    features = (x.shape[-1],)
+    xf = x.astype(jnp.float32)
+    nu2 = jnp.mean(xf * xf, axis=_spatial_axes(x), keepdims=True)
+    eps = self.epsilon
+    if math.prod(x.shape[1:-1]) == 1:
+      eps = eps + jnp.abs(self.param(
+          'learned_eps', nn.initializers.constant(self.LEARNED_EPS_INIT), ()))
+    y = _scale_bias(self, xf * jax.lax.rsqrt(nu2 + eps), jnp.float32)
+    if self.act:
+      y = jnp.maximum(y, self.param('tau', nn.initializers.zeros, features))
+    return y.astype(x.dtype)
+
+
+class EvoNormB0(nn.Module):
+  """EvoNorm-B0 (Liu et al. 2020), a batch-dependent normalization-activation
+  layer: y = x / max(sqrt(s_b^2 + eps), v * x + sqrt(s_i^2 + eps)) * gamma
+  + beta, s_b^2 the batch variance per channel (over N, H, W; the running
+  average in eval), s_i^2 the instance variance (over H, W), v learned per
+  channel from 1. Without `act` (where no activation follows), the paper's
+  layer is the affine part alone, y = x * gamma + beta, with no statistics.
+  Keeps a running mean beside the running variance so that PreciseBN can
+  pool the variances of its batches; the mean normalizes nothing.
+  """
+  act: bool
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  use_scale: bool = True
+  use_bias: bool = True
+  scale_init: Callable = nn.initializers.ones
+  zero_debias: bool = False
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    features = x.shape[-1]
+    xf = x.astype(jnp.float32)
+    if not self.act:
+      return _scale_bias(self, xf, x.dtype)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
+                            jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
+                           jnp.float32)
+    steps = _steps(self)
+    if self.use_running_average:
+      batch_var = ra_var.value
+    else:
+      mean, mean_sq, _ = _moments(xf, tuple(range(x.ndim - 1)),
+                                  _per_example(mask, x))
+      mean, mean_sq = mean.reshape(-1), mean_sq.reshape(-1)
+      batch_var = jnp.maximum(mean_sq - mean * mean, 0.0)
+      if not self.is_initializing():
+        _update(self, ((ra_mean, mean), (ra_var, batch_var)), steps)
+    v = self.param('v', nn.initializers.ones, (features,))
+    instance_var = jnp.var(xf, axis=_spatial_axes(x), keepdims=True)
+    denominator = jnp.maximum(jnp.sqrt(batch_var + self.epsilon),
+                              v * xf + jnp.sqrt(instance_var + self.epsilon))
+    return _scale_bias(self, xf / denominator, x.dtype)
+
+
+class EvoNormS0(nn.Module):
+  """EvoNorm-S0 (Liu et al. 2020), batch-independent:
+  y = x * sigmoid(v * x) / sqrt(s_g^2 + eps) * gamma + beta, s_g^2 the
+  variance of each example's group of channels (over H, W and the group's
+  C / G channels), v learned per channel from 1. Without `act`, the
+  paper's layer is the affine part alone, y = x * gamma + beta."""
+  act: bool
+  num_groups: int
+  epsilon: float = 1e-3
+  use_scale: bool = True
+  use_bias: bool = True
+  scale_init: Callable = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x, mask=None):
+    del mask  # Per-example statistics.
+    features = x.shape[-1]
+    xf = x.astype(jnp.float32)
+    if not self.act:
+      return _scale_bias(self, xf, x.dtype)
+    groups = xf.reshape(x.shape[:-1] + (self.num_groups,
+                                        features // self.num_groups))
+    axes = _spatial_axes(x) + (groups.ndim - 1,)
+    group_var = jnp.var(groups, axis=axes, keepdims=True)
+    y = (groups * jax.lax.rsqrt(group_var + self.epsilon)).reshape(x.shape)
+    v = self.param('v', nn.initializers.ones, (features,))
+    return _scale_bias(self, y * nn.sigmoid(v * xf), x.dtype)
+
+
+def _steps(module):
+  """The updates a zero-debiased average has had (`batch_stats/steps`), or
+  None without zero_debias."""
+  if module.zero_debias:
+    return module.variable('batch_stats', 'steps', jnp.zeros, (), jnp.int32)
+  return None
+
+
+def _update(module, pairs, steps):
+  """Each (running average, this batch's value) of `pairs` updated, and the
+  step count; nothing at init."""
+  if module.is_initializing():
+    return
+  for average, value in pairs:
+    average.value = update_average(
+        average.value, None if steps is None else steps.value, value,
+        module.momentum, module.zero_debias)
+  if steps is not None:
+    steps.value = steps.value + 1
+
+
 def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
-              num_devices: int = 1, zero_scale: bool = False) -> Optional[Norm]:
+              num_devices: int = 1, zero_scale: bool = False,
+              act: bool = False) -> Optional[Norm]:
   """The norm called `name`, or None for `norm=none`.
 
   Statistics are reduced in float32 whatever the input's dtype; the output
   has the input's (the compute) dtype. `zero_scale` starts the scale (gamma)
-  at 0, e.g. the last norm of a residual branch (Goyal et al. 2017).
+  at 0, e.g. the last norm of a residual branch (Goyal et al. 2017). `act`
+  says that the activation follows: a normalization-activation layer
+  (NORM_ACTS) then applies its own nonlinearity in place of it, and the
+  caller applies none; the other norms ignore it.
 
   Call it inside a compact method so the layer binds to its parent. In
   training the batch norms normalize by batch statistics and update their
@@ -236,15 +421,18 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
                 use_bias=cfg.use_bias, name=name,
                 scale_init=(nn.initializers.zeros if zero_scale
                             else nn.initializers.ones))
+  running = dict(momentum=cfg.bn_momentum, zero_debias=cfg.zero_debias)
   if cfg.norm == 'none':
     return None
-  if cfg.norm == 'batch' and cfg.stats_scope == 'per_device':
+  if cfg.norm == 'batch' and (cfg.stats_scope == 'per_device'
+                              or cfg.zero_debias):
     # The batch is split over the mesh in contiguous blocks, so the ghost
-    # groups are exactly the devices' shards.
-    def per_device(x, mask=None):
-      return GhostBatchNorm(x.shape[0] // num_devices, not train,
-                            momentum=cfg.bn_momentum, **common)(x, mask)
-    return per_device
+    # groups are exactly the devices' shards; one group is plain BN.
+    groups = num_devices if cfg.stats_scope == 'per_device' else 1
+    def batch_groups(x, mask=None):
+      return GhostBatchNorm(x.shape[0] // groups, not train, **running,
+                            **common)(x, mask)
+    return batch_groups
   if cfg.norm == 'batch':
     def batch_norm(x, mask=None):
       # Flax reduces in float32 (force_float32_reductions); dtype sets the
@@ -256,25 +444,38 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
                                                         x.shape)))
     return batch_norm
   if cfg.norm == 'ghost_batch':
-    layer = GhostBatchNorm(cfg.virtual_batch_size, not train,
-                           momentum=cfg.bn_momentum, **common)
+    layer = GhostBatchNorm(cfg.virtual_batch_size, not train, **running,
+                           **common)
     return lambda x, mask=None: layer(x, mask)
   if cfg.norm == 'batch_renorm':
     layer = BatchRenorm(
-        not train, momentum=cfg.renorm_momentum, r_max=cfg.renorm_r_max,
-        d_max=cfg.renorm_d_max,
+        not train, momentum=cfg.renorm_momentum, zero_debias=cfg.zero_debias,
+        r_max=cfg.renorm_r_max, d_max=cfg.renorm_d_max,
         warmup_steps=round(cfg.renorm_warmup * total_steps),
         r_max_steps=round(cfg.renorm_r_max_at * total_steps),
         d_max_steps=round(cfg.renorm_d_max_at * total_steps), **common)
     return lambda x, mask=None: layer(x, mask)
-  if cfg.norm == 'group':
+  if cfg.norm == 'evonorm_b0':
+    layer = EvoNormB0(act, not train, **running, **common)
+    return lambda x, mask=None: layer(x, mask)
+  if cfg.norm == 'frn':
+    layer = FRN(act, **common)
+    return lambda x, mask=None: layer(x, mask)
+  if cfg.norm in ('group', 'evonorm_s0'):
     def group_norm(x, mask=None):
       del mask  # Per-example statistics: padding cannot leak in.
       # Wu & He fix G for every layer; a layer whose channels G does not
       # divide (the raw image's 3) gets the largest G' dividing both.
       groups = math.gcd(cfg.num_groups, x.shape[-1])
+      if cfg.norm == 'evonorm_s0':
+        return EvoNormS0(act, groups, **common)(x)
       return nn.GroupNorm(num_groups=groups, dtype=x.dtype, **common)(x)
     return group_norm
+  if cfg.norm == 'instance':
+    def instance_norm(x, mask=None):
+      del mask
+      return nn.InstanceNorm(dtype=x.dtype, **common)(x)
+    return instance_norm
   # layer: statistics per example over every axis but the batch (Ba et al.;
   # group norm with G = 1), with a per-channel scale and bias.
   def layer_norm(x, mask=None):

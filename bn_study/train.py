@@ -104,7 +104,19 @@ def make_optimizer(config, steps_per_epoch: int):
     gradient before momentum (or Adam's moments);
   - decoupled: lr * wd * w subtracted from the weights beside the update
     (AdamW, and SGDW for sgd; Loshchilov & Hutter 2019).
+  agc_clipping > 0 clips the gradient first (adaptive gradient clipping).
   """
+  tx, schedule = _optimizer(config, steps_per_epoch)
+  if config.agc_clipping:
+    # NFNets clip every layer but the classifier (Brock et al. 2021b).
+    agc = optax.masked(optax.adaptive_grad_clip(config.agc_clipping),
+                       lambda params: {k: jax.tree.map(lambda _: k != 'logits', v)
+                                       for k, v in params.items()})
+    tx = optax.chain(agc, tx)
+  return tx, schedule
+
+
+def _optimizer(config, steps_per_epoch: int):
   schedule = make_schedule(config, steps_per_epoch)
   mask = functools.partial(_decay_mask, include_norms=config.weight_decay_norms,
                            include_biases=config.weight_decay_biases)
@@ -129,13 +141,15 @@ def make_optimizer(config, steps_per_epoch: int):
 
 def _decay_mask(params, include_norms: bool, include_biases: bool):
   """True for the params weight decay applies to; norms are the modules
-  named `*_norm` (bn_study/models/layers.py), biases the other `bias`es."""
-  def decayed(path):
-    if any(p.endswith('_norm') for p in path):
+  named `*_norm` (bn_study/models/layers.py), and the normalizer-free
+  scalars (norm_free.py) count as norms; biases are the other `bias`es."""
+  def decayed(path, value):
+    if any(p.endswith('_norm') for p in path) or not value.ndim:
       return include_norms
     return include_biases or path[-1] != 'bias'
   flat = traverse_util.flatten_dict(params)
-  return traverse_util.unflatten_dict({path: decayed(path) for path in flat})
+  return traverse_util.unflatten_dict(
+      {path: decayed(path, value) for path, value in flat.items()})
 
 
 def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
@@ -378,6 +392,7 @@ def validate(config):
     errors.check_number(field, config[field], 0, 1, high_open=True)
   errors.check_number('eps', config.eps, 0)
   errors.check_number('weight_decay', config.weight_decay, 0)
+  errors.check_number('agc_clipping', config.agc_clipping, 0)
   for field in ('weight_decay_norms', 'weight_decay_biases', 'nesterov',
                 'precise_bn_replaces_ema', 'download'):
     if not isinstance(config[field], bool):

@@ -55,6 +55,11 @@ def get_config():
   config.weight_decay_biases = True  # Decay the convs' and dense biases?
   # Train loss targets 1 - a on the label, a / classes everywhere (0: off).
   config.label_smoothing = 0.0
+  # Adaptive gradient clipping (Brock et al. 2021b; optax's
+  # adaptive_grad_clip): each unit's gradient clipped to agc_clipping times
+  # its weight's norm, every layer but the classifier (0: off). NFNets use
+  # 0.01-0.16, smaller for larger batches.
+  config.agc_clipping = 0.0
 
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
@@ -102,8 +107,19 @@ def get_config():
   # on CPU for the seed CNN (bn_study/cpu.py, docs/performance.md). auto:
   # im2col on CPU for the seed's cnn and mlp in float32, xla elsewhere.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
-  # none | batch | ghost_batch | batch_renorm | group | layer.
+  # none | batch | ghost_batch | batch_renorm | group | layer | instance |
+  # frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the
+  # evonorms replace the ReLU after the norm too (placement=pre_act only).
   config.model.norm = 'none'
+  # Weight Standardization (Qiao et al. 2019): every conv kernel
+  # standardized per output channel before use; with norm=group, BiT's
+  # GN+WS.
+  config.model.weight_standardization = False
+  # Residual families without a normalizer (norm=none; docs/normalizers.md):
+  # none | skip_init (De & Smith 2020) | fixup (Zhang et al. 2019) |
+  # nf (NF-ResNets, Brock et al. 2021a, with nf_alpha).
+  config.model.norm_free = 'none'
+  config.model.nf_alpha = 0.2  # The paper's.
   # input: a norm at the input of every conv and dense layer, the raw image and
   #   the logits layer included (the seed; layers keep their biases).
   # pre_act: layer -> norm -> ReLU with the layer's bias dropped, since the
@@ -115,6 +131,10 @@ def get_config():
   # and Keras. PyTorch's momentum is 1 - ours (its 0.1 is our 0.9).
   # 0.99 and 1e-3 are tf.layers.batch_normalization's defaults, the seed's.
   config.model.bn_momentum = 0.99
+  # Running averages bias-corrected as Adam's moments (TF's
+  # assign_moving_average(zero_debias=True)): right after a few steps,
+  # however high bn_momentum. batch, ghost_batch, batch_renorm, evonorm_b0.
+  config.model.zero_debias = False
   config.model.bn_epsilon = 1e-3  # Epsilon of every normalizer.
   config.model.use_scale = True  # Learned per-channel scale (gamma).
   config.model.use_bias = True  # Learned per-channel shift (beta).
@@ -131,8 +151,8 @@ def get_config():
   config.model.renorm_r_max_at = 40 / 40
   config.model.renorm_d_max_at = 25 / 40
   config.model.renorm_momentum = 0.99
-  # group: Wu & He's default is 32, which divides none of the seed's widths
-  # (30, 50, 60, 3500, 700); 10 divides them all. A layer whose channels
+  # group and evonorm_s0: Wu & He's default is 32, which divides none of
+  # the seed's widths (30, 50, 60, 3500, 700); 10 divides them all. A layer whose channels
   # num_groups does not divide uses gcd(num_groups, channels) groups.
   config.model.num_groups = 10
   # global: BN statistics over the whole global batch, on any number of

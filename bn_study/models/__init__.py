@@ -17,6 +17,7 @@ from bn_study import cpu
 from bn_study import errors
 from bn_study import norms
 from bn_study.models import layers
+from bn_study.models import norm_free
 from bn_study.models import resnet
 from bn_study.models import seed
 from bn_study.models import vgg
@@ -85,7 +86,18 @@ def validate(model_config):
         f'model.zero_init_residual=True is for model.kind=resnet_cifar, not '
         f'{model_config.kind!r} (it zeroes the norm that ends each residual '
         'branch).')
+  if not isinstance(model_config.weight_standardization, bool):
+    raise errors.UserError(
+        f'model.weight_standardization={model_config.weight_standardization!r}'
+        ' must be True or False.')
   norms.validate(model_config)
+  norm_free.validate(model_config)
+  if model_config.norm == 'instance' and model_config.kind in ('cnn', 'mlp'):
+    raise errors.UserError(
+        f'model.norm=instance normalizes each example\'s channel over H and '
+        f'W, and model.kind={model_config.kind!r} normalizes dense layers, '
+        'which have none (their output would be the bias alone); use it with '
+        f'a conv family: {[k for k in KINDS if k not in ("cnn", "mlp")]}.')
   if model_config.placement not in family.placements:
     raise errors.UserError(
         f'model.placement={model_config.placement!r} is not implemented for '
@@ -109,14 +121,16 @@ def create_model(model_config, num_classes: int, total_steps: int = 0,
 
 
 def _traced(model: nn.Module, input_shape: Sequence[int]):
-  """(params, intermediates) of one eval-mode init, as shapes, in the order
-  the model created them: forward order. (Read while tracing: JAX returns
-  dicts with sorted keys.)"""
+  """(weight layers, intermediates) of one eval-mode init, as shapes, in the
+  order the model created them: forward order. (Read while tracing: JAX
+  returns dicts with sorted keys.) A weight layer is a module with a
+  kernel."""
   seen = {}
 
   def init(x):
     model_vars = model.init(jax.random.key(0), x, train=False, mutable=True)
-    seen['params'] = list(model_vars['params'])
+    seen['params'] = [name for name, p in model_vars['params'].items()
+                      if isinstance(p, dict) and 'kernel' in p]
     seen['intermediates'] = [
         (name, value[0].shape)
         for name, value in model_vars.get('intermediates', {}).items()]
@@ -127,10 +141,11 @@ def _traced(model: nn.Module, input_shape: Sequence[int]):
 
 def weight_layers(model: nn.Module, input_shape: Sequence[int]
                   ) -> Tuple[str, ...]:
-  """The weight layers in forward order (a layer's norm, `<layer>_norm`,
-  excluded), for the per-layer instruments."""
+  """The weight layers (modules with a kernel) in forward order, for the
+  per-layer instruments; what belongs to a layer (its norm, norm-free
+  scalars) is named `<layer>_<what>`."""
   params, _ = _traced(model, input_shape)
-  return tuple(name for name in params if not name.endswith('_norm'))
+  return tuple(params)
 
 
 def layer_shapes(model: nn.Module, input_shape: Sequence[int]

@@ -2,7 +2,8 @@
 ResNet (v2).
 
 Where the norms sit (model.placement=pre_act in both, a norm right before
-each ReLU; docs/models.md):
+each ReLU; docs/models.md); `model.norm_free` trains either without one
+(bn_study/models/norm_free.py):
 - resnet_cifar (He et al. 2016, section 4.2): conv -> norm -> ReLU; a block
   is conv-norm-ReLU-conv-norm, added to the shortcut, then ReLU.
 - preact_resnet (He et al. 2016b): norm -> ReLU -> conv; a block is
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 
 from bn_study import errors
 from bn_study.models import layers
+from bn_study.models import norm_free
 
 # resnet_cifar: depth 6n + 2, three stages of n blocks at widths w, 2w, 4w.
 CIFAR_WIDTH = 16
@@ -37,7 +39,8 @@ def _option_a(x, features: int, stride: int):
 class ResNetCIFAR(layers.Family):
   """He et al. 2016's CIFAR ResNet-(6n+2): a 3x3 conv, 3 stages of n basic
   blocks (16, 32, 64 channels at depth's published width; stride 2 at the
-  start of stages 2 and 3), global average pooling, a dense layer."""
+  start of stages 2 and 3), global average pooling, a dense layer. With
+  model.norm_free=nf its blocks are NF-ResNets' pre-activation ones."""
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -45,21 +48,36 @@ class ResNetCIFAR(layers.Family):
     L = layers.Layers(self, train=train, mask=mask)
     width = cfg.width or CIFAR_WIDTH
     n = (cfg.depth - 2) // 6
+    R = norm_free.Residual(self, num_blocks=3 * n)
     x = L.conv(L.input(x), 'conv1', width)
-    x = L.out(L.act(L.norm(x, 'conv1'), 'conv1'), 'conv1')
+    if not R.nf:  # NF's stem feeds the first block's own activation.
+      x = L.norm_act(R.bias(x, 'conv1_bias_act'), 'conv1')
+    x = L.out(x, 'conv1')
     for stage in range(3):
       features = width * 2**stage
       for block in range(n):
         name = f's{stage + 1}b{block + 1}'
         stride = 2 if stage and not block else 1
-        y = L.conv(x, f'{name}_conv1', features, stride=stride)
-        y = L.out(L.act(L.norm(y, f'{name}_conv1'), f'{name}_conv1'),
-                  f'{name}_conv1')
-        y = L.conv(y, f'{name}_conv2', features)
+        if R.nf:
+          h = R.nf_input(x, transition=x.shape[-1] != features)
+          shortcut = h if x.shape[-1] != features else x
+          h = L.act(h, f'{name}_input')
+        else:
+          shortcut = h = R.bias(x, f'{name}_conv1_bias_in')
+        y = L.conv(h, f'{name}_conv1', features, stride=stride,
+                   kernel_init=R.branch_init(last=False))
+        y = L.norm_act(R.bias(y, f'{name}_conv1_bias_act'), f'{name}_conv1')
+        y = L.conv(R.bias(L.out(y, f'{name}_conv1'), f'{name}_conv2_bias_in'),
+                   f'{name}_conv2', features,
+                   kernel_init=R.branch_init(last=True))
         y = L.norm(y, f'{name}_conv2', zero_scale=cfg.zero_init_residual)
-        y = y + _option_a(x, features, stride)
-        x = L.out(L.act(y, f'{name}_conv2'), f'{name}_conv2')
-    return L.logits(x, self.num_classes)
+        y = R.branch_end(y, f'{name}_conv2') + _option_a(shortcut, features,
+                                                         stride)
+        x = L.out(y if R.nf else L.act(y, f'{name}_conv2'), f'{name}_conv2')
+    if R.nf:
+      x = L.act(x, 'logits')
+    return L.logits(R.bias(x, 'logits_bias_in'), self.num_classes,
+                    zero_init=R.fixup)
 
 
 class PreActResNet(layers.Family):
@@ -74,6 +92,7 @@ class PreActResNet(layers.Family):
     cfg = self.model_config
     L = layers.Layers(self, train=train, mask=mask)
     width = cfg.width or PREACT_WIDTH
+    R = norm_free.Residual(self, num_blocks=sum(PREACT_BLOCKS[cfg.depth]))
     # The first conv feeds a norm (the first block's), so no bias with one.
     x = L.out(L.conv(L.input(x), 'conv1', width), 'conv1')
     for stage, blocks in enumerate(PREACT_BLOCKS[cfg.depth]):
@@ -81,18 +100,27 @@ class PreActResNet(layers.Family):
       for block in range(blocks):
         name = f's{stage + 1}b{block + 1}'
         stride = 2 if stage and not block else 1
-        h = L.act(L.norm(x, f'{name}_conv1'), f'{name}_conv1')
+        transition = stride > 1 or x.shape[-1] != features
+        if R.nf:
+          h = L.act(R.nf_input(x, transition), f'{name}_conv1')
+        else:
+          h = L.norm_act(R.bias(x, f'{name}_conv1_bias_act'), f'{name}_conv1')
+        h = R.bias(h, f'{name}_conv1_bias_in')
         shortcut = x
-        if stride > 1 or x.shape[-1] != features:
+        if transition:
           shortcut = L.conv(h, f'{name}_shortcut', features, kernel=1,
                             stride=stride, use_bias=False)
-        y = L.out(L.conv(h, f'{name}_conv1', features, stride=stride),
+        y = L.out(L.conv(h, f'{name}_conv1', features, stride=stride,
+                         kernel_init=R.branch_init(last=False)),
                   f'{name}_conv1')
-        y = L.act(L.norm(y, f'{name}_conv2'), f'{name}_conv2')
-        x = L.out(L.conv(y, f'{name}_conv2', features) + shortcut,
+        y = L.norm_act(R.bias(y, f'{name}_conv2_bias_act'), f'{name}_conv2')
+        y = L.conv(R.bias(y, f'{name}_conv2_bias_in'), f'{name}_conv2',
+                   features, kernel_init=R.branch_init(last=True))
+        x = L.out(R.branch_end(y, f'{name}_conv2') + shortcut,
                   f'{name}_conv2')
-    x = L.act(L.norm(x, 'logits'), 'logits')
-    return L.logits(x, self.num_classes)
+    x = L.norm_act(R.bias(x, 'logits_bias_act'), 'logits')
+    return L.logits(R.bias(x, 'logits_bias_in'), self.num_classes,
+                    zero_init=R.fixup)
 
 
 def validate_cifar(cfg):

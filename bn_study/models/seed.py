@@ -42,10 +42,12 @@ class SeedCNN(layers.Family):
     norm_pre_act = normed and cfg.placement == 'pre_act'
     norm_post_act = normed and cfg.placement == 'post_act'
 
-    def norm(x, layer):
+    norm_act = norm_pre_act and cfg.norm in norms.NORM_ACTS
+
+    def norm(x, layer, act=False):
       layer_norm = norms.make_norm(cfg, train=train, name=f'{layer}_norm',
                                    total_steps=self.total_steps,
-                                   num_devices=self.num_devices)
+                                   num_devices=self.num_devices, act=act)
       return x if layer_norm is None else layer_norm(x, mask)
 
     def layer(x, name, make_layer, last=False):
@@ -53,7 +55,10 @@ class SeedCNN(layers.Family):
         x = norm(x, name)
       # A norm right after the layer subtracts the mean: a bias is dead weight.
       x = make_layer(use_bias=not norm_pre_act or last)(x)
-      if not last:
+      if not last and norm_act:  # FRN+TLU, an EvoNorm: norm and activation.
+        self.sow('intermediates', f'{name}_preact', x)
+        x = norm(x, name, act=True)
+      elif not last:
         if norm_pre_act:
           x = norm(x, name)
         self.sow('intermediates', f'{name}_preact', x)  # The act/ instrument.
@@ -64,13 +69,15 @@ class SeedCNN(layers.Family):
       return x
 
     kernel_init = layers.KERNEL_INITS[cfg.kernel_init](cfg)
+    conv = (layers.standardized(self.conv, scaled=False)
+            if cfg.weight_standardization else self.conv)
     dtype = jnp.dtype(cfg.dtype)
     x = x.astype(dtype)
     filters, strides, dense = stacks(cfg)
     for i, (features, stride) in enumerate(zip(filters, strides)):
       name = f'conv{i + 1}'
       x = layer(x, name, lambda use_bias, name=name, f=features, s=stride:
-                self.conv(features=f,
+                conv(features=f,
                           kernel_size=(cfg.kernel_size, cfg.kernel_size),
                           strides=(s, s), padding=cfg.padding,
                           use_bias=use_bias, kernel_init=kernel_init,

@@ -41,7 +41,7 @@ class VGG(layers.Family):
         if post_act:
           x = L.norm(L.act(x, name), name)
         else:
-          x = L.act(L.norm(x, name), name)
+          x = L.norm_act(x, name)
         x = L.out(x, name)
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     return L.logits(x, self.num_classes)

@@ -1,0 +1,34 @@
+r"""ResNet-20 (configs/resnet20.py) with BN and the normalizers beyond it:
+issue "Beyond BatchNorm"'s comparison, one budget for every arm.
+
+  python -m bn_study.sweep --sweep=configs/sweeps/beyond_bn.py --workdir=runs/beyond_bn
+  python -m bn_study.report runs/beyond_bn --out=docs/results/beyond_bn/report
+
+Arms: BN; BN with zero-debiased running averages (eval with them alone);
+GN; GN+WS (BiT's); FRN+TLU; EvoNorm-S0; no norm with SkipInit. Every arm
+keeps He et al.'s recipe (lr 0.1, its steps at 50% and 75% of the run);
+the group-based arms use 8 groups (16/32/64 channels: 2-8 per group).
+`beyond_bn.py:epochs=N,seeds=N` changes the budget; the measured one is in
+docs/results/beyond_bn/README.md.
+"""
+
+from bn_study import sweep
+
+CONFIG = 'configs/resnet20.py'
+
+ARMS = [
+    {'model.norm': 'batch'},
+    {'model.norm': 'batch', 'model.zero_debias': True},
+    {'model.norm': 'group'},
+    {'model.norm': 'group', 'model.weight_standardization': True},
+    {'model.norm': 'frn'},
+    {'model.norm': 'evonorm_s0'},
+    {'model.norm': 'none', 'model.norm_free': 'skip_init'},
+]
+
+
+def get_sweep(arg=''):
+  args = sweep.parse_arg(arg, {'epochs': 2, 'seeds': 1}, 'beyond_bn')
+  return sweep.product(ARMS, sweep.values('model.num_groups', [8]),
+                       sweep.values('num_epochs', [args['epochs']]),
+                       sweep.values('seed', list(range(args['seeds']))))
