@@ -144,7 +144,7 @@ def _decay_mask(params, include_norms: bool, include_biases: bool):
   named `*_norm` (bn_study/models/layers.py), and the normalizer-free
   scalars (norm_free.py) count as norms; biases are the other `bias`es."""
   def decayed(path, value):
-    if any(p.endswith('_norm') for p in path) or not value.ndim:
+    if any(p.endswith('_norm') for p in path) or not np.ndim(value):
       return include_norms
     return include_biases or path[-1] != 'bias'
   flat = traverse_util.flatten_dict(params)

@@ -135,7 +135,37 @@ def test_bad_family_fields_are_user_errors(kind, field, value, match):
 @pytest.mark.parametrize('kind', FAMILIES)
 @pytest.mark.parametrize('norm', norms.NORMS)
 def test_every_family_trains_and_evaluates_with_every_norm(kind, norm):
-  config = family_config(kind, norm=norm)
+  _train_and_evaluate(family_config(kind, norm=norm))
+
+
+# The methods beyond a normalizer choice, each where it applies.
+METHODS = {
+    'ws': dict(norm='group', weight_standardization=True),  # BiT's GN+WS.
+    'zero_debias': dict(norm='batch', zero_debias=True),
+    'zero_debias_b0': dict(norm='evonorm_b0', zero_debias=True),
+    'skip_init': dict(norm='none', norm_free='skip_init'),
+    'fixup': dict(norm='none', norm_free='fixup'),
+    'nf': dict(norm='none', norm_free='nf'),
+}
+
+
+@pytest.mark.parametrize('kind', FAMILIES)
+@pytest.mark.parametrize('method', METHODS)
+def test_every_family_trains_and_evaluates_with_every_method(kind, method):
+  config = family_config(kind, **METHODS[method])
+  if method == 'nf':
+    config.agc_clipping = 0.01  # NF-ResNets' companion.
+  if config.model.norm_free != 'none' and kind == 'vgg':
+    with pytest.raises(errors.UserError, match='has none'):
+      train.validate(config)
+    return
+  _train_and_evaluate(config)
+
+
+def _train_and_evaluate(config):
+  """Two train steps and every eval mode the model has, on a padded batch."""
+  norm = config.model.norm
+  train.validate(config)
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, 10, total_steps=4)
   tx, schedule = train.make_optimizer(config, 4)

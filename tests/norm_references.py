@@ -316,10 +316,12 @@ def plain_ema(values, momentum, init):
 # ----------------------------------------------------------------------------
 
 def _unit_norms(a):
-  """Frobenius norm per unit: over all axes but the last for ndim >= 2,
-  elementwise (|a|) for ndim <= 1. Keeps dims for broadcasting."""
+  """Frobenius norm per unit: over all axes but the last for ndim >= 2; a
+  vector (a bias) or a scalar is one unit, as in the NFNets authors'
+  unitwise_norm (the paper defines units as rows of weight matrices only).
+  Keeps dims for broadcasting."""
   if a.ndim <= 1:
-    return np.abs(a)
+    return np.sqrt((a ** 2).sum(keepdims=True))
   return np.sqrt((a ** 2).sum(axis=_fan_in_axes(a), keepdims=True))
 
 
@@ -334,7 +336,7 @@ def adaptive_grad_clip(grads, params, clipping, eps=1e-3):
 
   Units: for an array of ndim >= 2 a unit is one slice along the LAST axis
   (norm over all other axes: one output channel of an HWIO kernel, one output
-  column of an (in, out) dense kernel); for ndim <= 1 each element is a unit.
+  column of an (in, out) dense kernel); a vector or scalar is one unit.
   `grads` and `params` are flat dicts of arrays with the same keys.
   """
   out = {}

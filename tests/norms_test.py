@@ -267,15 +267,17 @@ def test_precise_bn_recovers_the_population_statistics(norm):
 
 
 def test_weight_decay_skips_norms_unless_asked():
-  params = {'conv1': {'kernel': 1.0}, 'conv1_norm': {'scale': 1.0},
-            'logits': {'bias': 1.0}}
+  w = np.ones(2)
+  params = {'conv1': {'kernel': w}, 'conv1_norm': {'scale': w},
+            'logits': {'bias': w}, 's1b1_conv2_scale': np.float32(1)}
   assert train._decay_mask(params, include_norms=False,
                            include_biases=True) == {
       'conv1': {'kernel': True}, 'conv1_norm': {'scale': False},
-      'logits': {'bias': True}}
-  assert train._decay_mask(params, include_norms=True,
-                           include_biases=True)['conv1_norm'] == {
-      'scale': True}
+      'logits': {'bias': True}, 's1b1_conv2_scale': False}
+  mask = train._decay_mask(params, include_norms=True, include_biases=True)
+  assert mask['conv1_norm'] == {'scale': True}
+  # Norm-free scalars (Fixup's, SkipInit's) count as norms.
+  assert mask['s1b1_conv2_scale'] is True
 
 
 @pytest.mark.parametrize('overrides,message', [
@@ -286,7 +288,7 @@ def test_weight_decay_skips_norms_unless_asked():
      'virtual_batch_size=4 does not divide eval_batch_size=6'),
     ({'eval_stats': 'ema,precise_bn'}, 'eval_stats=.*subset of: ema, precise'),
     ({'eval_stats': ''}, 'non-empty'),
-    ({'model.norm': 'instance'}, 'allowed: none, batch, ghost_batch'),
+    ({'model.norm': 'switchable'}, 'allowed: none, batch, ghost_batch'),
     ({'model.placement': 'pre'}, 'allowed: input, pre_act, post_act'),
     ({'model.norm': 'batch_renorm', 'model.renorm_r_max': 0.5}, 'r_max=0.5'),
     ({'precise_bn_batches': 0}, 'precise_bn_batches=0'),
