@@ -387,9 +387,7 @@ def _steps(module):
 
 def _update(module, pairs, steps):
   """Each (running average, this batch's value) of `pairs` updated, and the
-  step count; nothing at init."""
-  if module.is_initializing():
-    return
+  step count (None: none kept)."""
   for average, value in pairs:
     average.value = update_average(
         average.value, None if steps is None else steps.value, value,
