@@ -9,8 +9,9 @@ see configs/default.py. Weight standardization, which acts on the conv
 kernels rather than the activations, is in bn_study/models/layers.py.
 """
 
+import dataclasses
 import math
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -18,20 +19,7 @@ import jax.numpy as jnp
 
 from bn_study import errors
 
-NORMS = ('none', 'batch', 'ghost_batch', 'batch_renorm', 'group', 'layer',
-         'instance', 'frn', 'evonorm_b0', 'evonorm_s0')
 PLACEMENTS = ('input', 'pre_act', 'post_act')
-# Normalizers whose training output depends on the other examples of the
-# batch: these keep running averages in `batch_stats`.
-BATCH_NORMS = ('batch', 'ghost_batch', 'batch_renorm', 'evonorm_b0')
-# Normalization-activation layers: each replaces the norm and the activation
-# after it (FRN's TLU, the EvoNorms' nonlinear terms), so they go only where
-# a norm feeds the activation (placement=pre_act). Where a family's norm is
-# not followed by one (the end of a ResNet v1 branch), FRN runs without its
-# TLU and the EvoNorms, as their paper does, are the affine part alone.
-NORM_ACTS = ('frn', 'evonorm_b0', 'evonorm_s0')
-# zero_debias: the running averages these keep, bias-corrected as Adam's.
-DEBIASED_NORMS = ('batch', 'ghost_batch', 'batch_renorm', 'evonorm_b0')
 # global: statistics over the whole global batch (what jit over a mesh gives).
 # per_device: each device's shard by its own statistics, as pmap without
 #   axis_name did: exactly ghost batches of batch_size / num_devices.
@@ -396,6 +384,134 @@ def _update(module, pairs, steps):
     steps.value = steps.value + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Site:
+  """Where make_norm builds a norm: what every builder reads."""
+  cfg: Any  # The model block, validated.
+  train: bool
+  act: bool  # The activation follows (a norm-act applies its own).
+  common: dict  # epsilon, use_scale, use_bias, scale_init, name.
+  total_steps: int
+  num_devices: int
+
+  @property
+  def running(self):
+    return dict(momentum=self.cfg.bn_momentum,
+                zero_debias=self.cfg.zero_debias)
+
+
+def _batch(site):
+  cfg = site.cfg
+  if cfg.stats_scope == 'per_device' or cfg.zero_debias:
+    # The batch is split over the mesh in contiguous blocks, so the ghost
+    # groups are exactly the devices' shards; one group is plain BN.
+    groups = site.num_devices if cfg.stats_scope == 'per_device' else 1
+    def batch_groups(x, mask=None):
+      return GhostBatchNorm(x.shape[0] // groups, not site.train,
+                            **site.running, **site.common)(x, mask)
+    return batch_groups
+  def batch_norm(x, mask=None):
+    # Flax reduces in float32 (force_float32_reductions); dtype sets the
+    # output's, which would otherwise be promoted to the params' float32.
+    return nn.BatchNorm(use_running_average=not site.train,
+                        momentum=cfg.bn_momentum, dtype=x.dtype, **site.common)(
+                            x, mask=(None if mask is None else
+                                     jnp.broadcast_to(_per_example(mask, x),
+                                                      x.shape)))
+  return batch_norm
+
+
+def _ghost_batch(site):
+  return GhostBatchNorm(site.cfg.virtual_batch_size, not site.train,
+                        **site.running, **site.common)
+
+
+def _batch_renorm(site):
+  cfg, steps = site.cfg, site.total_steps
+  return BatchRenorm(
+      not site.train, momentum=cfg.renorm_momentum,
+      zero_debias=cfg.zero_debias, r_max=cfg.renorm_r_max,
+      d_max=cfg.renorm_d_max, warmup_steps=round(cfg.renorm_warmup * steps),
+      r_max_steps=round(cfg.renorm_r_max_at * steps),
+      d_max_steps=round(cfg.renorm_d_max_at * steps), **site.common)
+
+
+def _groups(site, x):
+  # Wu & He fix G for every layer; a layer whose channels G does not divide
+  # (the raw image's 3) gets the largest G' dividing both.
+  return math.gcd(site.cfg.num_groups, x.shape[-1])
+
+
+def _group(site):
+  def group_norm(x, mask=None):
+    del mask  # Per-example statistics: padding cannot leak in.
+    return nn.GroupNorm(num_groups=_groups(site, x), dtype=x.dtype,
+                        **site.common)(x)
+  return group_norm
+
+
+def _layer(site):
+  def layer_norm(x, mask=None):
+    del mask
+    return nn.LayerNorm(reduction_axes=tuple(range(1, x.ndim)),
+                        feature_axes=-1, dtype=x.dtype, **site.common)(x)
+  return layer_norm
+
+
+def _instance(site):
+  def instance_norm(x, mask=None):
+    del mask
+    return nn.InstanceNorm(dtype=x.dtype, **site.common)(x)
+  return instance_norm
+
+
+def _evonorm_s0(site):
+  def evonorm_s0(x, mask=None):
+    return EvoNormS0(site.act, _groups(site, x), **site.common)(x, mask)
+  return evonorm_s0
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalizer:
+  """One `model.norm`: how to build it and what the rest of the project
+  must know about it (docs/normalizers.md has a row for each)."""
+  build: Optional[Callable[[Site], Norm]]  # None: no norm.
+  paper: str
+  fields: Tuple[str, ...] = ()  # The model.* fields it reads beyond eps etc.
+  running_stats: bool = False  # Keeps running averages in batch_stats.
+  norm_act: bool = False  # Replaces the activation after it.
+  debiasable: bool = False  # Takes model.zero_debias.
+
+
+_RUNNING = ('bn_momentum', 'zero_debias')
+REGISTRY: Dict[str, Normalizer] = {
+    'none': Normalizer(None, ''),
+    'batch': Normalizer(_batch, 'Ioffe & Szegedy 2015',
+                        _RUNNING + ('stats_scope',), running_stats=True,
+                        debiasable=True),
+    'ghost_batch': Normalizer(_ghost_batch, 'Hoffer et al. 2017',
+                              _RUNNING + ('virtual_batch_size',),
+                              running_stats=True, debiasable=True),
+    'batch_renorm': Normalizer(
+        _batch_renorm, 'Ioffe 2017',
+        ('renorm_momentum', 'zero_debias', 'renorm_r_max', 'renorm_d_max',
+         'renorm_warmup', 'renorm_r_max_at', 'renorm_d_max_at'),
+        running_stats=True, debiasable=True),
+    'group': Normalizer(_group, 'Wu & He 2018', ('num_groups',)),
+    'layer': Normalizer(_layer, 'Ba et al. 2016'),
+    'instance': Normalizer(_instance, 'Ulyanov et al. 2016'),
+    'frn': Normalizer(lambda site: FRN(site.act, **site.common),
+                      'Singh & Krishnan 2020', norm_act=True),
+    'evonorm_b0': Normalizer(
+        lambda site: EvoNormB0(site.act, not site.train, **site.running,
+                               **site.common),
+        'Liu et al. 2020', _RUNNING, running_stats=True, norm_act=True,
+        debiasable=True),
+    'evonorm_s0': Normalizer(_evonorm_s0, 'Liu et al. 2020', ('num_groups',),
+                             norm_act=True),
+}
+
+
 def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
               num_devices: int = 1, zero_scale: bool = False,
               act: bool = False) -> Optional[Norm]:
@@ -415,69 +531,27 @@ def make_norm(model_config, *, train: bool, name: str, total_steps: int = 0,
   `num_devices` (the mesh's size) sizes the groups of stats_scope=per_device.
   """
   cfg = model_config  # Validated once, by models.create_model.
+  normalizer = REGISTRY[cfg.norm]
+  if normalizer.build is None:
+    return None
   common = dict(epsilon=cfg.bn_epsilon, use_scale=cfg.use_scale,
                 use_bias=cfg.use_bias, name=name,
                 scale_init=(nn.initializers.zeros if zero_scale
                             else nn.initializers.ones))
-  running = dict(momentum=cfg.bn_momentum, zero_debias=cfg.zero_debias)
-  if cfg.norm == 'none':
-    return None
-  if cfg.norm == 'batch' and (cfg.stats_scope == 'per_device'
-                              or cfg.zero_debias):
-    # The batch is split over the mesh in contiguous blocks, so the ghost
-    # groups are exactly the devices' shards; one group is plain BN.
-    groups = num_devices if cfg.stats_scope == 'per_device' else 1
-    def batch_groups(x, mask=None):
-      return GhostBatchNorm(x.shape[0] // groups, not train, **running,
-                            **common)(x, mask)
-    return batch_groups
-  if cfg.norm == 'batch':
-    def batch_norm(x, mask=None):
-      # Flax reduces in float32 (force_float32_reductions); dtype sets the
-      # output's, which would otherwise be promoted to the params' float32.
-      return nn.BatchNorm(use_running_average=not train,
-                          momentum=cfg.bn_momentum, dtype=x.dtype, **common)(
-                              x, mask=(None if mask is None else
-                                       jnp.broadcast_to(_per_example(mask, x),
-                                                        x.shape)))
-    return batch_norm
-  if cfg.norm == 'ghost_batch':
-    layer = GhostBatchNorm(cfg.virtual_batch_size, not train, **running,
-                           **common)
-    return lambda x, mask=None: layer(x, mask)
-  if cfg.norm == 'batch_renorm':
-    layer = BatchRenorm(
-        not train, momentum=cfg.renorm_momentum, zero_debias=cfg.zero_debias,
-        r_max=cfg.renorm_r_max, d_max=cfg.renorm_d_max,
-        warmup_steps=round(cfg.renorm_warmup * total_steps),
-        r_max_steps=round(cfg.renorm_r_max_at * total_steps),
-        d_max_steps=round(cfg.renorm_d_max_at * total_steps), **common)
-    return lambda x, mask=None: layer(x, mask)
-  if cfg.norm == 'evonorm_b0':
-    layer = EvoNormB0(act, not train, **running, **common)
-    return lambda x, mask=None: layer(x, mask)
-  if cfg.norm == 'frn':
-    layer = FRN(act, **common)
-    return lambda x, mask=None: layer(x, mask)
-  if cfg.norm in ('group', 'evonorm_s0'):
-    def group_norm(x, mask=None):
-      del mask  # Per-example statistics: padding cannot leak in.
-      # Wu & He fix G for every layer; a layer whose channels G does not
-      # divide (the raw image's 3) gets the largest G' dividing both.
-      groups = math.gcd(cfg.num_groups, x.shape[-1])
-      if cfg.norm == 'evonorm_s0':
-        return EvoNormS0(act, groups, **common)(x)
-      return nn.GroupNorm(num_groups=groups, dtype=x.dtype, **common)(x)
-    return group_norm
-  if cfg.norm == 'instance':
-    def instance_norm(x, mask=None):
-      del mask
-      return nn.InstanceNorm(dtype=x.dtype, **common)(x)
-    return instance_norm
-  # layer: statistics per example over every axis but the batch (Ba et al.;
-  # group norm with G = 1), with a per-channel scale and bias.
-  def layer_norm(x, mask=None):
-    del mask
-    return nn.LayerNorm(reduction_axes=tuple(range(1, x.ndim)),
-                        feature_axes=-1, dtype=x.dtype, **common)(x)
-  return layer_norm
+  layer = normalizer.build(Site(cfg, train, act, common, total_steps,
+                                num_devices))
+  return lambda x, mask=None: layer(x, mask)
+
+
+NORMS = tuple(REGISTRY)
+# Normalizers whose training output depends on the other examples of the
+# batch: these keep running averages in `batch_stats`.
+BATCH_NORMS = tuple(n for n, spec in REGISTRY.items() if spec.running_stats)
+# Normalization-activation layers: each replaces the norm and the activation
+# after it (FRN's TLU, the EvoNorms' nonlinear terms), so they go only where
+# a norm feeds the activation (placement=pre_act). Where a family's norm is
+# not followed by one (the end of a ResNet v1 branch), FRN runs without its
+# TLU and the EvoNorms, as their paper does, are the affine part alone.
+NORM_ACTS = tuple(n for n, spec in REGISTRY.items() if spec.norm_act)
+# zero_debias: the running averages these keep, bias-corrected as Adam's.
+DEBIASED_NORMS = tuple(n for n, spec in REGISTRY.items() if spec.debiasable)

@@ -413,3 +413,20 @@ def test_new_methods_train_and_evaluate_through_main(tmp_path,
     for prefix in prefixes:
       (step, value), = scalars[f'{prefix}/accuracy']
       assert step == 8 and 0 <= value <= 1, (run.name, prefix)
+
+
+def test_every_registered_normalizer_has_its_row_in_the_docs():
+  """docs/normalizers.md: one row per registry entry, naming its paper and
+  the fields it reads, and saying whether it keeps running statistics."""
+  text = open(conftest.ROOT + '/docs/normalizers.md').read()
+  table = text[text.index('| `model.norm` |'):].split('\n\n')[0]
+  rows = {line.split('|')[1].strip().strip('`'): line
+          for line in table.splitlines()[2:]}
+  assert set(rows) == set(norms.REGISTRY)
+  for name, spec in norms.REGISTRY.items():
+    row = rows[name]
+    assert spec.paper in row, (name, spec.paper)
+    for field in spec.fields:
+      assert f'`{field}`' in row, (name, field)
+    cells = [c.strip() for c in row.split('|')]
+    assert (cells[5] != 'no') == spec.running_stats, (name, cells[5])
