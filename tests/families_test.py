@@ -142,7 +142,6 @@ def test_every_family_trains_and_evaluates_with_every_norm(kind, norm):
 METHODS = {
     'ws': dict(norm='group', weight_standardization=True),  # BiT's GN+WS.
     'zero_debias': dict(norm='batch', zero_debias=True),
-    'zero_debias_b0': dict(norm='evonorm_b0', zero_debias=True),
     'skip_init': dict(norm='none', norm_free='skip_init'),
     'fixup': dict(norm='none', norm_free='fixup'),
     'nf': dict(norm='none', norm_free='nf'),
