@@ -58,12 +58,14 @@ class ResNetCIFAR(layers.Family):
       for block in range(n):
         name = f's{stage + 1}b{block + 1}'
         stride = 2 if stage and not block else 1
+        transition = x.shape[-1] != features
         if R.nf:
-          h = R.nf_input(x, transition=x.shape[-1] != features)
-          shortcut = h if x.shape[-1] != features else x
+          h = R.nf_input(x, transition)
+          shortcut = h if transition else x
           h = L.act(h, f'{name}_input')
-        else:
-          shortcut = h = R.bias(x, f'{name}_conv1_bias_in')
+        else:  # Fixup's subsampled shortcut takes the biased input too.
+          h = R.bias(x, f'{name}_conv1_bias_in')
+          shortcut = h if transition else x
         y = L.conv(h, f'{name}_conv1', features, stride=stride,
                    kernel_init=R.branch_init(last=False))
         y = L.norm_act(R.bias(y, f'{name}_conv1_bias_act'), f'{name}_conv1')
