@@ -176,17 +176,25 @@ class GhostBatchNorm(nn.Module):
     else:
       n, size = x.shape[0], self.virtual_batch_size
       check_ghost_batch(size, 'the batch', n)
-      groups = x.reshape((n // size, size) + x.shape[1:])
-      gmask = None if mask is None else mask.reshape(
-          (n // size, size) + (1,) * (x.ndim - 1))
-      axes = tuple(range(1, groups.ndim - 1))
-      mean, mean_sq, count = _moments(groups, axes, gmask)
-      var = jnp.maximum(mean_sq - mean * mean, 0.0)
-      y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-      if not self.is_initializing():
+      if size == n:  # One group: plain BN, without a group axis.
+        mean, mean_sq, _ = _moments(x, tuple(range(x.ndim - 1)),
+                                    _per_example(mask, x))
+        var = jnp.maximum(mean_sq - mean * mean, 0.0)
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        batch_mean, batch_var = mean.reshape(-1), var.reshape(-1)
+      else:
+        groups = x.reshape((n // size, size) + x.shape[1:])
+        gmask = None if mask is None else mask.reshape(
+            (n // size, size) + (1,) * (x.ndim - 1))
+        axes = tuple(range(1, groups.ndim - 1))
+        mean, mean_sq, count = _moments(groups, axes, gmask)
+        var = jnp.maximum(mean_sq - mean * mean, 0.0)
+        y = ((groups - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(
+            x.shape)
         total = count.sum(0)
         batch_mean = ((mean * count).sum(0) / total).reshape(-1)
         batch_var = ((mean_sq * count).sum(0) / total).reshape(-1) - batch_mean**2
+      if not self.is_initializing():
         _update(self, ((ra_mean, batch_mean),
                        (ra_var, jnp.maximum(batch_var, 0.0))), steps)
     return _scale_bias(self, y, x.dtype)
