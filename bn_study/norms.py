@@ -36,12 +36,14 @@ def validate(model_config):
   errors.check_choice('model.stats_scope', model_config.stats_scope,
                       STATS_SCOPES)
   if (model_config.stats_scope == 'per_device'
-      and model_config.norm in ('ghost_batch', 'batch_renorm')):
+      and model_config.norm in BATCH_NORMS and model_config.norm != 'batch'):
     raise errors.UserError(
         f'model.stats_scope=per_device is for model.norm=batch, not '
         f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
         'that divides the per-device batch instead.')
-  errors.check_number('model.bn_momentum', model_config.bn_momentum, 0, 1)
+  # A debiased average divides by 1 - momentum^t: momentum 1 never moves.
+  errors.check_number('model.bn_momentum', model_config.bn_momentum, 0, 1,
+                      high_open=model_config.zero_debias)
   errors.check_number('model.bn_epsilon', model_config.bn_epsilon, 0,
                       low_open=True)
   for field in ('use_scale', 'use_bias'):
@@ -51,7 +53,7 @@ def validate(model_config):
   if model_config.norm == 'ghost_batch':
     errors.check_positive_int('model.virtual_batch_size',
                               model_config.virtual_batch_size)
-  if model_config.norm in ('group', 'evonorm_s0'):
+  if 'num_groups' in REGISTRY[model_config.norm].fields:
     errors.check_positive_int('model.num_groups', model_config.num_groups)
   if not isinstance(model_config.zero_debias, bool):
     raise errors.UserError(
@@ -68,9 +70,15 @@ def validate(model_config):
         f'model.norm={model_config.norm!r} replaces a norm and the activation '
         f'after it, so it goes only at model.placement=pre_act, not '
         f'{model_config.placement!r}; add --config.model.placement=pre_act.')
+  if model_config.norm in NORM_ACTS and model_config.activation != 'relu':
+    raise errors.UserError(
+        f'model.norm={model_config.norm!r} brings its own nonlinearity in '
+        f'place of a ReLU, so model.activation must be \'relu\', not '
+        f'{model_config.activation!r}.')
   if model_config.norm == 'batch_renorm':
     cfg = model_config
-    errors.check_number('model.renorm_momentum', cfg.renorm_momentum, 0, 1)
+    errors.check_number('model.renorm_momentum', cfg.renorm_momentum, 0, 1,
+                        high_open=cfg.zero_debias)
     for field in ('renorm_r_max_at', 'renorm_d_max_at'):
       errors.check_number(f'model.{field}', cfg[field], 0, 1)
     if cfg.renorm_r_max < 1 or cfg.renorm_d_max < 0:
@@ -262,7 +270,7 @@ def _spatial_axes(x):
   return tuple(range(1, x.ndim - 1))
 
 
-class FRN(nn.Module):
+class FRN(nn.Module):  # epsilon: model.bn_epsilon; the paper's is 1e-6.
   """Filter Response Normalization with its TLU (Singh & Krishnan 2020).
 
   nu2 = mean(x^2) over H, W per example and channel;

@@ -142,9 +142,11 @@ def _optimizer(config, steps_per_epoch: int):
 def _decay_mask(params, include_norms: bool, include_biases: bool):
   """True for the params weight decay applies to; norms are the modules
   named `*_norm` (bn_study/models/layers.py), and the normalizer-free
-  scalars (norm_free.py) count as norms; biases are the other `bias`es."""
+  scalars (norm_free.py) and Scaled WS's gains, which play their part,
+  count as norms; biases are the other `bias`es."""
   def decayed(path, value):
-    if any(p.endswith('_norm') for p in path) or not np.ndim(value):
+    if (any(p.endswith('_norm') for p in path) or not np.ndim(value)
+        or path[-1] == 'gain'):
       return include_norms
     return include_biases or path[-1] != 'bias'
   flat = traverse_util.flatten_dict(params)

@@ -324,6 +324,18 @@ def test_fixup_initializes_as_the_paper():
   assert mask['s1b1_conv1']['kernel'] is True
 
 
+def test_nf_transitions_project_and_gains_are_not_decayed():
+  model = _model('resnet_cifar', 20, norm='none', norm_free='nf')
+  params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                      train=False)['params']
+  # NF-ResNets' 1x1 projection where the width changes, none elsewhere.
+  assert [k for k in params if k.endswith('_shortcut')] == [
+      's2b1_shortcut', 's3b1_shortcut']
+  assert params['s2b1_shortcut']['kernel'].shape == (1, 1, 16, 32)
+  mask = train._decay_mask(params, include_norms=False, include_biases=True)
+  assert mask['s1b1_conv1'] == {'kernel': True, 'bias': True, 'gain': False}
+
+
 def test_adaptive_gradient_clipping_is_the_papers_and_spares_the_classifier():
   config = helpers.tiny_config(optimizer='sgd', momentum=0.0,
                                learning_rate=1.0, agc_clipping=0.01)
@@ -363,7 +375,18 @@ def test_adaptive_gradient_clipping_is_the_papers_and_spares_the_classifier():
     ({'model.norm_free': 'nf', 'model.kind': 'resnet_cifar',
       'model.norm': 'none', 'model.placement': 'pre_act',
       'model.weight_standardization': True},
-     'standardizes its convs already'),
+     'which only a normalizer after it undoes'),
+    ({'model.norm': 'none', 'model.weight_standardization': True},
+     "model.norm='none' with model.kind='cnn' has none"),
+    ({'model.norm_free': 'nf', 'model.kind': 'resnet_cifar',
+      'model.norm': 'none', 'model.placement': 'pre_act',
+      'model.activation': 'sigmoid'}, "activation must be 'relu'"),
+    ({'model.norm': 'evonorm_s0', 'model.placement': 'pre_act',
+      'model.activation': 'sigmoid'}, "activation must be 'relu'"),
+    ({'model.norm': 'evonorm_b0', 'model.placement': 'pre_act',
+      'model.stats_scope': 'per_device'}, 'per_device is for model.norm=batch'),
+    ({'model.zero_debias': True, 'model.bn_momentum': 1.0},
+     'model.bn_momentum=1.0'),
 ])
 def test_bad_configs_are_user_errors(overrides, message):
   with pytest.raises(errors.UserError, match=message):

@@ -90,6 +90,16 @@ def validate(model_config):
     raise errors.UserError(
         f'model.weight_standardization={model_config.weight_standardization!r}'
         ' must be True or False.')
+  if model_config.weight_standardization and (
+      model_config.norm == 'none' or model_config.kind == 'mlp'):
+    raise errors.UserError(
+        'model.weight_standardization=True gives every conv kernel unit '
+        'variance per weight, which only a normalizer after it undoes; '
+        f'model.norm={model_config.norm!r} with model.kind='
+        f'{model_config.kind!r} has '
+        + ('no convs' if model_config.kind == 'mlp' else 'none')
+        + '. Choose a model.norm (BiT: group) or leave it False; '
+        'model.norm_free=nf brings its own (Scaled WS).')
   norms.validate(model_config)
   norm_free.validate(model_config)
   if model_config.norm == 'instance' and model_config.kind in ('cnn', 'mlp'):

@@ -101,7 +101,8 @@ class Layers:
   def conv(self, x, name: str, features: int, *, kernel: int = 3,
            stride: int = 1, use_bias: bool = None, kernel_init=None):
     """A SAME-padded conv; by default biased only where no norm follows
-    (a norm's mean subtraction cancels a bias)."""
+    (a norm's mean subtraction cancels a bias; FRN and the EvoNorms subtract
+    no mean, but their papers' networks have no bias there either)."""
     if use_bias is None:  # Fixup replaces conv biases by scalar ones.
       use_bias = not self.normed and self.cfg.norm_free != 'fixup'
     return self.conv_module(

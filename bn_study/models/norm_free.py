@@ -4,14 +4,18 @@
   residual branch (`<block>_conv2_skip_gain`), so every block starts as the
   identity, what BN does implicitly by shrinking the branches.
 - fixup (Zhang et al. 2019): no conv biases; a scalar bias before each conv,
-  activation and the classifier, a scalar multiplier (from 1) at the end of
-  each branch; the branches' convs He-initialized and scaled by
-  L^(-1/(2m-2)) = L^(-1/2) (L residual branches of m = 2 convs), their last
-  conv and the classifier initialized to 0.
+  each activation inside a branch and the classifier, a scalar multiplier
+  (from 1) at the end of each branch; the branches' convs He-initialized and
+  scaled by L^(-1/(2m-2)) = L^(-1/2) (L residual branches of m = 2 convs),
+  their last conv and the classifier initialized to 0. As in the authors'
+  CIFAR code, the ReLU after a v1 block's addition has no bias of its own
+  (the branch's last bias precedes it). Their code also trains the scalars
+  at a tenth of the learning rate; here they take the run's.
 - nf (Brock et al. 2021a, NF-ResNets): pre-activation blocks
   x + alpha * f(x / beta), beta = sqrt of the residual stream's expected
   variance, computed analytically (Var grows by alpha^2 a block and is reset
-  at each transition, whose shortcut starts from x / beta); every conv in
+  at each transition, whose shortcut is a 1x1 conv of the block's activated
+  input, unit variance as every branch conv's); every conv in
   Scaled Weight Standardization (bn_study/models/layers.py) and every ReLU
   times its gain, so each branch starts with unit-variance signals.
   Adaptive gradient clipping, its companion, is the optimizer option
@@ -46,10 +50,10 @@ def validate(cfg):
     raise errors.UserError(
         f'model.norm_free={cfg.norm_free!r} trains without a normalizer, but '
         f'model.norm={cfg.norm!r}; add --config.model.norm=none.')
-  if cfg.norm_free == 'nf' and cfg.weight_standardization:
+  if cfg.norm_free == 'nf' and cfg.activation != 'relu':
     raise errors.UserError(
-        'model.norm_free=nf standardizes its convs already (Scaled WS); '
-        'leave model.weight_standardization=False.')
+        f'model.norm_free=nf keeps unit variance with the ReLU\'s gain, so '
+        f'model.activation must be \'relu\', not {cfg.activation!r}.')
 
 
 class Residual:

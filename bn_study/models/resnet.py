@@ -40,7 +40,8 @@ class ResNetCIFAR(layers.Family):
   """He et al. 2016's CIFAR ResNet-(6n+2): a 3x3 conv, 3 stages of n basic
   blocks (16, 32, 64 channels at depth's published width; stride 2 at the
   start of stages 2 and 3), global average pooling, a dense layer. With
-  model.norm_free=nf its blocks are NF-ResNets' pre-activation ones."""
+  model.norm_free=nf its blocks are NF-ResNets' pre-activation ones, with
+  their projection shortcuts at the transitions."""
 
   @nn.compact
   def __call__(self, x, *, train: bool, mask=None):
@@ -60,12 +61,16 @@ class ResNetCIFAR(layers.Family):
         stride = 2 if stage and not block else 1
         transition = x.shape[-1] != features
         if R.nf:
-          h = R.nf_input(x, transition)
-          shortcut = h if transition else x
-          h = L.act(h, f'{name}_input')
+          # NF-ResNets' transition: a 1x1 conv of the activated x / beta
+          # (option A's zero channels would carry no variance).
+          h = L.act(R.nf_input(x, transition), f'{name}_input')
+          shortcut = x
+          if transition:
+            shortcut = L.conv(h, f'{name}_shortcut', features, kernel=1,
+                              stride=stride)
         else:  # Fixup's subsampled shortcut takes the biased input too.
           h = R.bias(x, f'{name}_conv1_bias_in')
-          shortcut = h if transition else x
+          shortcut = _option_a(h if transition else x, features, stride)
         y = L.conv(h, f'{name}_conv1', features, stride=stride,
                    kernel_init=R.branch_init(last=False))
         y = L.norm_act(R.bias(y, f'{name}_conv1_bias_act'), f'{name}_conv1')
@@ -73,8 +78,7 @@ class ResNetCIFAR(layers.Family):
                    f'{name}_conv2', features,
                    kernel_init=R.branch_init(last=True))
         y = L.norm(y, f'{name}_conv2', zero_scale=cfg.zero_init_residual)
-        y = R.branch_end(y, f'{name}_conv2') + _option_a(shortcut, features,
-                                                         stride)
+        y = R.branch_end(y, f'{name}_conv2') + shortcut
         x = L.out(y if R.nf else L.act(y, f'{name}_conv2'), f'{name}_conv2')
     if R.nf:
       x = L.act(x, 'logits')

@@ -53,7 +53,8 @@ class SeedCNN(layers.Family):
     def layer(x, name, make_layer, last=False):
       if norm_at_input:
         x = norm(x, name)
-      # A norm right after the layer subtracts the mean: a bias is dead weight.
+      # A norm right after the layer subtracts the mean: a bias is dead weight
+      # (FRN and the EvoNorms subtract none; their papers drop it too).
       x = make_layer(use_bias=not norm_pre_act or last)(x)
       if not last and norm_act:  # FRN+TLU, an EvoNorm: norm and activation.
         self.sow('intermediates', f'{name}_preact', x)
