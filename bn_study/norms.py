@@ -173,12 +173,7 @@ class GhostBatchNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, mask=None):
-    features = x.shape[-1]
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            jnp.float32)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           jnp.float32)
-    steps = _steps(self)
+    ra_mean, ra_var, steps = _mean_var_averages(self, x.shape[-1])
     if self.use_running_average:
       y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
     else:
@@ -279,8 +274,8 @@ class FRN(nn.Module):  # epsilon: model.bn_epsilon; the paper's is 1e-6.
   subtracted and no batch statistic is used. Where H * W = 1 (a dense layer,
   a 1x1 map) nu2 = x^2 and FRN would be nearly sign(x), with nearly no
   gradient; there, as the paper prescribes, eps is learned: eps + |eps_l|,
-  eps_l one scalar per layer (`learned_eps`) from LEARNED_EPS_INIT (the
-  paper gives no value; TF Addons' FRN starts there).
+  eps_l one scalar per layer (`learned_eps`) from LEARNED_EPS_INIT (no
+  initial value from the paper was checked here).
   """
   act: bool
   epsilon: float = 1e-6
@@ -331,11 +326,7 @@ class EvoNormB0(nn.Module):
     xf = x.astype(jnp.float32)
     if not self.act:
       return _scale_bias(self, xf, x.dtype)
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (features,),
-                            jnp.float32)
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (features,),
-                           jnp.float32)
-    steps = _steps(self)
+    ra_mean, ra_var, steps = _mean_var_averages(self, features)
     if self.use_running_average:
       batch_var = ra_var.value
     else:
@@ -379,6 +370,16 @@ class EvoNormS0(nn.Module):
     y = (groups * jax.lax.rsqrt(group_var + self.epsilon)).reshape(x.shape)
     v = self.param('v', nn.initializers.ones, (features,))
     return _scale_bias(self, y * nn.sigmoid(v * xf), x.dtype)
+
+
+def _mean_var_averages(module, features: int):
+  """`module`'s running mean (from 0) and variance (from 1) in
+  `batch_stats`, and its step count (None without zero_debias)."""
+  return (module.variable('batch_stats', 'mean', jnp.zeros, (features,),
+                          jnp.float32),
+          module.variable('batch_stats', 'var', jnp.ones, (features,),
+                          jnp.float32),
+          _steps(module))
 
 
 def _steps(module):

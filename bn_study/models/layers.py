@@ -10,6 +10,7 @@ nonlinearity is sown as `<layer>_preact`, each layer's output as
 `<layer>_out` (models.layer_shapes).
 """
 
+import functools
 import math
 from typing import Any
 
@@ -59,6 +60,7 @@ def standardize(kernel, gain=None):
       jnp.maximum(var * fan_in, SCALED_WS_EPSILON)) * gain
 
 
+@functools.cache  # One class per (conv, scaled), not one per model call.
 def standardized(conv: type, scaled: bool) -> type:
   """`conv` (any module with nn.Conv's fields that reads its kernel through
   self.param) whose kernel is standardized each time it is read: the stored
