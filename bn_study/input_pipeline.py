@@ -1,16 +1,16 @@
 """TFDS + tf.data: seeded, resumable training batches and exact eval batches.
 
-The order of training batches is a pure function of (seed, epoch), and each
-example's augmentation a pure function of (seed, epoch, example): a resumed
-run sees exactly the images an uninterrupted one would, whatever the number
-of hosts. Each host keeps only its slice of every global batch.
+The order of training batches and each example's augmentation are pure
+functions of (seed, epoch) (data_order): a resumed run sees exactly the
+images an uninterrupted one would, whatever the number of hosts, and the
+split kept on the devices (device_data) gives the same batches. Each host
+decodes and keeps only its slice of every global batch.
 
 Images reach the model as float32: pixels / 255, then with
 normalize=per_channel minus the train split's per-channel mean, over its std.
 """
 
 import contextlib
-import dataclasses
 import errno
 from typing import Iterator, Optional, Tuple
 
@@ -24,23 +24,12 @@ from urllib3.exceptions import ProxyError
 from urllib3.util import retry
 from urllib3.util.retry import Retry
 
+from bn_study import data_order
 from bn_study import errors
+from bn_study import dataset_info
+from bn_study.dataset_info import DatasetInfo
 
-# augment: none | crop_flip (pad 4 pixels with zeros, a random crop back to
-# the image's size, a random horizontal flip: He et al. 2016 on CIFAR).
-AUGMENTS = ('none', 'crop_flip')
-CROP_PAD = 4
-# normalize: none (pixels in [0, 1], the seed's) | per_channel (zero mean,
-# unit std per channel over the train split).
-NORMALIZES = ('none', 'per_channel')
-
-
-def validate(config):
-  """The pipeline's own fields, before any work (train.validate calls it)."""
-  errors.check_choice('augment', config.augment, AUGMENTS)
-  errors.check_choice('normalize', config.normalize, NORMALIZES)
-
-
+CROP_PAD = data_order.CROP_PAD
 def hide_accelerators_from_tf():
   """TF only feeds data here; left alone it would grab GPU/TPU memory from
   JAX. Entry points call this first thing, before TF initializes."""
@@ -49,20 +38,6 @@ def hide_accelerators_from_tf():
       tf.config.set_visible_devices([], kind)
     except (RuntimeError, ValueError):  # Already initialized, or no such kind.
       pass
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  name: str
-  image_shape: Tuple[int, int, int]
-  num_classes: int
-  class_names: Tuple[str, ...]
-  num_train: int
-  num_eval: int
-  # What normalize subtracts and divides by, per channel, in [0, 1] units
-  # (0 and 1 with normalize=none); predict applies the same.
-  pixel_mean: Tuple[float, ...]
-  pixel_std: Tuple[float, ...]
 
 
 def is_prepared(config) -> bool:
@@ -173,69 +148,78 @@ def _num_examples(ds: tf.data.Dataset, builder, split: str) -> int:
   return n if n >= 0 else builder.info.splits[split].num_examples
 
 
-def channel_stats(ds: tf.data.Dataset) -> Tuple[np.ndarray, np.ndarray]:
-  """Per-channel mean and std of every pixel of `ds`'s images, in [0, 1]
-  units, accumulated in float64."""
-  total = total_sq = 0.0
-  count = 0
-  for image, _ in tfds.as_numpy(ds.batch(10000)):
-    x = image.astype(np.float64) / 255.0
-    total = total + x.sum(axis=(0, 1, 2))
-    total_sq = total_sq + (x * x).sum(axis=(0, 1, 2))
-    count += x.shape[0] * x.shape[1] * x.shape[2]
-  mean = total / count
-  return mean, np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+def to_float(image, table):
+  """uint8 images -> float32 through dataset_info.pixel_table `table`
+  (device_data.to_float in JAX)."""
+  channels = image.shape[-1]
+  index = tf.cast(image, tf.int32) + 256 * tf.range(channels)
+  return tf.gather(table, index)
 
 
-def to_float(image, mean, std):
-  """uint8 images -> float32, normalized (tf or numpy)."""
-  x = tf.cast(image, tf.float32) / 255.0
-  return (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def crop_flip(image, seed):
-  """He et al.'s augmentation of one image, a pure function of `seed`
-  (shape [2]): zero-pad CROP_PAD pixels, crop back, flip half the time."""
-  crop_seed, flip_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 2))
-  shape = tf.shape(image)
-  padded = tf.pad(image, [[CROP_PAD, CROP_PAD], [CROP_PAD, CROP_PAD], [0, 0]])
-  image = tf.image.stateless_random_crop(padded, shape, crop_seed)
-  return tf.image.stateless_random_flip_left_right(image, flip_seed)
+def crop_flip(images, params):
+  """He et al.'s augmentation of a batch of uint8 images, each by its row
+  of data_order.crop_flip's (top, left, flip) (device_data.crop_flip in
+  JAX)."""
+  pad = data_order.CROP_PAD
+  height, width = images.shape[1], images.shape[2]
+  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  rows = params[:, :1] + tf.range(height)[None]
+  cols = params[:, 1:2] + tf.range(width)[None]
+  cols = tf.where(params[:, 2:] > 0, cols[:, ::-1], cols)
+  cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+  return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
 class Pipeline:
   """Batches of one dataset for one run: `train(epoch)` and `eval()`.
 
-  Batches are host-local numpy dicts: `image` float32 in [0, 1] (N, H, W, C),
-  `label` int32 (N,), and for eval `mask` float32 (N,), 0 on padding.
+  Batches are host-local numpy dicts: `image` float32 (N, H, W, C), `label`
+  int32 (N,), and for eval `mask` float32 (N,), 0 on padding. The epoch's
+  order and crops come from data_order.
+
+  With one process the train split is decoded once and kept. With several,
+  each host decodes, every epoch, only the examples of its own slices of
+  that epoch's global batches (about 1/processes of the split), and the
+  global batches stay those of one process.
   """
 
   def __init__(self, config, *, process_index: int = 0,
                process_count: int = 1):
-    builder = _builder(config)
-    self._train = _split(builder, config.train_split).cache()
+    self._builder = builder = _builder(config)
+    self._train_split = config.train_split
+    self._eval_split = config.eval_split
     self._eval = _split(builder, config.eval_split).cache()
+    # Images stay encoded until an epoch needs them.
+    self._encoded = builder.as_dataset(
+        split=config.train_split, shuffle_files=False,
+        decoders={'image': tfds.decode.SkipDecoding()})
     features = builder.info.features
-    channels = features['image'].shape[-1]
-    mean, std = np.zeros(channels), np.ones(channels)
-    if config.normalize == 'per_channel':
-      mean, std = channel_stats(self._train)
-    self.info = DatasetInfo(
-        name=builder.name,
-        image_shape=tuple(features['image'].shape),
-        num_classes=features['label'].num_classes,
-        class_names=tuple(features['label'].names),
-        num_train=_num_examples(self._train, builder, config.train_split),
-        num_eval=_num_examples(self._eval, builder, config.eval_split),
-        pixel_mean=tuple(float(m) for m in mean),
-        pixel_std=tuple(float(s) for s in std))
+    self._image_feature = features['image']
     self._augment = config.augment
     self._seed = config.seed
     self._process_index = process_index
     self._process_count = process_count
     self.batch_size = config.batch_size
     self.eval_batch_size = config.eval_batch_size
+    self.decoded = 0  # Train images decoded so far, by this host.
+    self._all = None  # One process: the whole decoded train split.
+    self._num_train = num_train = _num_examples(
+        _split(builder, config.train_split), builder, config.train_split)
+    channels = features['image'].shape[-1]
+    mean, std = np.zeros(channels), np.ones(channels)
+    if config.normalize == 'per_channel':
+      # The whole split's statistics: each host decodes it once for them.
+      mean, std = dataset_info.channel_stats(self.read_train()[0])
+    self.info = DatasetInfo(
+        name=builder.name,
+        image_shape=tuple(features['image'].shape),
+        num_classes=features['label'].num_classes,
+        class_names=tuple(features['label'].names),
+        num_train=num_train,
+        num_eval=_num_examples(self._eval, builder, config.eval_split),
+        pixel_mean=tuple(float(m) for m in mean),
+        pixel_std=tuple(float(s) for s in std))
+    self._table = tf.constant(dataset_info.pixel_table(mean, std))
     for field in ('batch_size', 'eval_batch_size'):
       if config[field] % process_count:  # Positive: train.validate.
         raise errors.UserError(
@@ -247,44 +231,90 @@ class Pipeline:
           f'{self.info.num_train} examples of split {config.train_split!r}.')
     self.steps_per_epoch = self.info.num_train // config.batch_size
 
+  def read_train(self, keep=None) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8 images and int32 labels of the train examples whose indices
+    `keep` (sorted) names, in that order; all of them if None. Only those
+    are decoded."""
+    if keep is None and self._all is not None:
+      return self._all
+    ds = self._encoded.enumerate()
+    if keep is not None:
+      wanted = np.zeros(self._num_train, bool)
+      wanted[keep] = True
+      wanted = tf.constant(wanted)
+      ds = ds.filter(lambda i, ex: tf.gather(wanted, i))
+    feature = self._image_feature
+
+    def decode(_, ex):
+      image = ex['image']
+      if image.dtype == tf.string:  # Mock datasets come decoded.
+        image = feature.decode_example(image)
+      return image, tf.cast(ex['label'], tf.int32)
+
+    images, labels = [], []
+    for image, label in tfds.as_numpy(
+        ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)):
+      images.append(image)
+      labels.append(label)
+    shape = (0, *self._image_feature.shape)
+    out = (np.concatenate(images) if images else np.zeros(shape, np.uint8),
+           np.concatenate(labels) if labels else np.zeros(0, np.int32))
+    self.decoded += len(out[1])
+    if keep is None and self._process_count == 1:
+      self._all = out
+    return out
+
+  def epoch_seed(self, epoch: int) -> int:
+    return data_order.epoch_seed(self._seed, epoch)
+
+  def _to_float(self, image):
+    return to_float(image, self._table)
+
   def _local(self, batch, global_size):
     """This host's contiguous slice of a global batch."""
     n = global_size // self._process_count
     start = self._process_index * n
     return tf.nest.map_structure(lambda x: x[start:start + n], batch)
 
-  def epoch_seed(self, epoch: int) -> int:
-    return int(np.random.SeedSequence([self._seed, epoch]).generate_state(1)[0])
-
-  def _to_float(self, image):
-    return to_float(image, self.info.pixel_mean, self.info.pixel_std)
-
   def train(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
     """The batches of `epoch` from `start_step` on; drops the incomplete last."""
-    epoch_seed = self.epoch_seed(epoch)
-    # The example's index in the split names it, whatever the shuffle.
-    ds = self._train.enumerate().shuffle(
-        self.info.num_train, seed=epoch_seed, reshuffle_each_iteration=False)
-    ds = ds.skip(start_step * self.batch_size)
+    n = self.info.num_train
+    indices = data_order.host_slice(
+        data_order.batches(data_order.permutation(self._seed, epoch, n),
+                           self.batch_size),
+        self._process_index, self._process_count)[start_step:]
+    if self._process_count == 1:
+      images, labels = self.read_train()
+      rows = indices
+    else:
+      keep = np.unique(indices)
+      images, labels = self.read_train(keep)
+      rows = np.searchsorted(keep, indices).astype(np.int32)
+    params = np.zeros((*indices.shape, 3), np.int32)
     if self._augment == 'crop_flip':
-      ds = ds.map(lambda index, example: (index, (crop_flip(
-          example[0], tf.stack([tf.constant(epoch_seed, tf.int64), index])),
-                                                  example[1])),
-                  num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(self.batch_size, drop_remainder=True)
-    ds = ds.map(lambda index, example: self._local(
-        {'image': self._to_float(example[0]), 'label': example[1]},
-        self.batch_size), num_parallel_calls=tf.data.AUTOTUNE)
+      params = data_order.crop_flip(self._seed, epoch, n)[indices]
+    images, labels = tf.constant(images), tf.constant(labels)
+    augment = self._augment == 'crop_flip'
+
+    def batch(rows, params):
+      image = tf.gather(images, rows)
+      if augment:
+        image = crop_flip(image, params)
+      return {'image': self._to_float(image), 'label': tf.gather(labels, rows)}
+
+    ds = tf.data.Dataset.from_tensor_slices((rows, params))
+    ds = ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+
+  def read_eval(self) -> Tuple[np.ndarray, np.ndarray]:
+    """The whole eval split, uint8 images and int32 labels."""
+    images, labels = zip(*tfds.as_numpy(self._eval.batch(4096)))
+    return np.concatenate(images), np.concatenate(labels)
 
   def probe(self, size: int) -> dict:
     """This host's slice of the eval split's first `size` images: a fixed
     batch, never trained on, for the act/ instrument."""
-    if size > self.info.num_eval or size % self._process_count:
-      raise errors.UserError(
-          f'analysis.probe_size={size} must be at most the '
-          f'{self.info.num_eval} eval examples and a multiple of the number '
-          f'of processes ({self._process_count}).')
+    check_probe(size, self.info.num_eval, self._process_count)
     (image, label), = tfds.as_numpy(self._eval.batch(size).take(1))
     return self._local({'image': self._to_float(image).numpy(),
                         'label': label}, size)
@@ -305,6 +335,14 @@ class Pipeline:
 
     ds = self._eval.batch(size).map(pad, num_parallel_calls=tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds.prefetch(tf.data.AUTOTUNE)))
+
+
+def check_probe(size: int, num_eval: int, process_count: int):
+  if size > num_eval or size % process_count:
+    raise errors.UserError(
+        f'analysis.probe_size={size} must be at most the {num_eval} eval '
+        'examples and a multiple of the number of processes '
+        f'({process_count}).')
 
 
 def load_image(path: str, image_shape) -> np.ndarray:

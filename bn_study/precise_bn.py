@@ -74,7 +74,9 @@ class PreciseBN:
            for k, (m, v) in current.items()}
     count = 0
     for batch in itertools.islice(batches, num_batches):
-      image = mesh_lib.global_batch({'image': batch['image']}, mesh)['image']
+      image = batch['image']
+      if not isinstance(image, jax.Array):  # A host's numpy batch.
+        image = mesh_lib.global_batch({'image': image}, mesh)['image']
       acc = self._accumulate(acc, state.params, state.batch_stats, image)
       count += 1
     if not count:

@@ -43,8 +43,9 @@ class Preemption:
       raise KeyboardInterrupt  # A second Ctrl-C: stop now, no checkpoint.
     self._flag = True
 
-  def after_step(self, step: int):
-    if self._self_signal and self._self_signal[0] == step:
+  def after_steps(self, first: int, end: int):
+    """After the train steps first..end-1 (one call)."""
+    if self._self_signal and first < self._self_signal[0] <= end:
       os.kill(os.getpid(), self._self_signal[1])
 
   def requested(self, step: int) -> bool:

@@ -7,8 +7,8 @@ the latest checkpoint; a finished run is left as it is.
 
 import dataclasses
 import functools
-import itertools
 import json
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -27,7 +27,10 @@ from bn_study import analysis
 from bn_study import checkpoints
 from bn_study import cpu
 from bn_study import errors
-from bn_study import input_pipeline
+from bn_study import data_order
+from bn_study import dataset_info
+from bn_study import device_data
+from bn_study import feeds
 from bn_study import losses
 from bn_study import mesh as mesh_lib
 from bn_study import models
@@ -216,6 +219,22 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
   return new_state, train_metrics.merge(step_metrics)
 
 
+def train_loop(state: TrainState, train_metrics: TrainMetrics, inputs,
+               num_steps, *, take, steps_per_epoch: int, **step_kwargs
+               ) -> tuple[TrainState, TrainMetrics]:
+  """`num_steps` train steps in one call (Keras' steps_per_execution): the
+  i-th takes its batch from `inputs` (feeds), at its position in the epoch.
+  Calls of any length run the same compiled loop, so a run is the same
+  whatever its steps_per_call."""
+
+  def body(i, carry):
+    state, metrics = carry
+    batch = take(inputs, state.step % steps_per_epoch, i)
+    return train_step(state, batch, metrics, **step_kwargs)
+
+  return jax.lax.fori_loop(0, num_steps, body, (state, train_metrics))
+
+
 def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics,
               batch_statistics: bool = False) -> EvalMetrics:
   """Normalizes by the running averages, or with `batch_statistics` by each
@@ -263,18 +282,30 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
       eval=jit_eval(False), eval_batch=jit_eval(True))
 
 
-def evaluate(p_eval, state, pipeline, mesh) -> dict:
-  """Eval metrics over every example of the eval split, exactly once."""
+def jit_train_loop(mesh, schedule, take, steps_per_epoch: int,
+                   skip_nonfinite: bool = False, label_smoothing: float = 0.0):
+  """train_loop compiled over the mesh, state and metrics donated."""
+  repl = mesh_lib.replicated(mesh)
+  return jax.jit(
+      functools.partial(train_loop, take=take, steps_per_epoch=steps_per_epoch,
+                        schedule=schedule, skip_nonfinite=skip_nonfinite,
+                        label_smoothing=label_smoothing),
+      out_shardings=(repl, repl), donate_argnums=(0, 1),
+      compiler_options=cpu.compiler_options(mesh.devices.flat[0].platform))
+
+
+def evaluate(p_eval, state, batches, mesh) -> dict:
+  """Eval metrics over `batches` (global; a feed's eval(): every example of
+  the eval split, exactly once)."""
   eval_metrics = jax.device_put(EvalMetrics.empty(), mesh_lib.replicated(mesh))
-  for batch in pipeline.eval():
-    eval_metrics = p_eval(state, mesh_lib.global_batch(batch, mesh),
-                          eval_metrics)
+  for batch in batches:
+    eval_metrics = p_eval(state, batch, eval_metrics)
   result = eval_metrics.compute()
   result['count'] = eval_metrics.accuracy.count  # Examples evaluated.
   return jax.device_get(result)
 
 
-def _evaluate_all(config, modes, precise, steps, state, pipeline, mesh, epoch,
+def _evaluate_all(config, modes, precise, steps, state, feed, mesh, epoch,
                   step, writer):
   """Evaluates in every eval_stats mode and writes `<prefix>/{loss,accuracy}`.
 
@@ -284,16 +315,15 @@ def _evaluate_all(config, modes, precise, steps, state, pipeline, mesh, epoch,
   scalars, precise_stats = {}, None
   for mode in modes:
     if mode == 'batch':
-      result = evaluate(steps.eval_batch, state, pipeline, mesh)
+      result = evaluate(steps.eval_batch, state, feed.eval(), mesh)
     elif mode == 'precise':
       # The epoch's own batches, continuing into later epochs if K > 1 epoch.
-      batches = itertools.chain.from_iterable(
-          pipeline.train(e) for e in itertools.count(epoch))
-      precise_stats = precise(state, batches, config.precise_bn_batches)
+      precise_stats = precise(state, feed.batches(epoch),
+                              config.precise_bn_batches)
       result = evaluate(steps.eval, state.replace(batch_stats=precise_stats),
-                        pipeline, mesh)
+                        feed.eval(), mesh)
     else:
-      result = evaluate(steps.eval, state, pipeline, mesh)
+      result = evaluate(steps.eval, state, feed.eval(), mesh)
     prefix = EVAL_STATS[mode]
     scalars.update({f'{prefix}/loss': result['loss'],
                     f'{prefix}/accuracy': result['accuracy']})
@@ -385,7 +415,12 @@ def validate(config):
                       low_open=True)
   errors.check_number('label_smoothing', config.label_smoothing, 0, 1,
                       high_open=True)
-  input_pipeline.validate(config)
+  errors.check_choice('augment', config.augment, data_order.AUGMENTS)
+  errors.check_choice('normalize', config.normalize, dataset_info.NORMALIZES)
+  device_data.validate(config)
+  _validate_steps_per_call(config.steps_per_call)
+  if config.image_folder is not None and not isinstance(config.image_folder, str):
+    raise errors.UserError(f'image_folder={config.image_folder!r} must be a path.')
   errors.check_choice('nonfinite', config.nonfinite, NONFINITE)
   errors.check_number('learning_rate', config.learning_rate, 0, low_open=True)
   errors.check_number('warmup_epochs', config.warmup_epochs, 0,
@@ -414,6 +449,13 @@ def validate(config):
       norms.check_ghost_batch(config.model.virtual_batch_size, field, size)
 
 
+def _validate_steps_per_call(value):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise errors.UserError(
+        f'steps_per_call={value!r} must be a non-negative integer (0: auto, '
+        'from the step time).')
+
+
 def validate_analysis(cfg):
   if (isinstance(cfg.every_steps, bool) or not isinstance(cfg.every_steps, int)
       or cfg.every_steps < 0):
@@ -432,6 +474,32 @@ def validate_analysis(cfg):
         'non-empty tuple of positive numbers, e.g. "(0.5,1.0,2.0,4.0)".')
 
 
+# steps_per_call=0 (auto) aims for calls of this long, from the step time.
+AUTO_CALL_SECONDS = 0.05
+MAX_STEPS_PER_CALL = 1000
+
+
+def auto_steps_per_call(step_seconds: float) -> int:
+  return int(min(MAX_STEPS_PER_CALL,
+                 max(1, round(AUTO_CALL_SECONDS / max(step_seconds, 1e-9)))))
+
+
+def call_end(step: int, config, steps_per_epoch: int, num_steps: int,
+             steps_per_call: int, instruments: bool) -> int:
+  """Where the call of train steps starting at `step` ends: after
+  steps_per_call steps, or earlier at the next step where the loop acts
+  (a log, an eval, an instrument measurement, an epoch's end)."""
+  def next_multiple(every):
+    return (step // every + 1) * every
+  ends = [step + steps_per_call, next_multiple(config.log_every_steps),
+          next_multiple(steps_per_epoch), num_steps]
+  if config.eval_every_steps:
+    ends.append(next_multiple(config.eval_every_steps))
+  if instruments:
+    ends.append(next_multiple(config.analysis.every_steps))
+  return min(ends)
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
   validate(config)
@@ -439,11 +507,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   mesh = mesh_lib.make_mesh()
   mesh_lib.check_batch_size('batch_size', config.batch_size, mesh)
   mesh_lib.check_batch_size('eval_batch_size', config.eval_batch_size, mesh)
-  pipeline = input_pipeline.Pipeline(
-      config, process_index=jax.process_index(),
-      process_count=jax.process_count())
-  info = pipeline.info
-  steps_per_epoch = pipeline.steps_per_epoch
+  steps_per_call = config.steps_per_call or 1  # auto: 1 until timed.
+  feed = feeds.make_feed(config, mesh, steps_per_call)
+  info = feed.info
+  steps_per_epoch = feed.steps_per_epoch
   num_steps = config.num_epochs * steps_per_epoch
   model = models.create_model(config.model, info.num_classes, num_steps,
                               mesh.size)
@@ -480,8 +547,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
-  steps = jit_steps(mesh, schedule, config.nonfinite == 'skip',
-                    config.label_smoothing)
+  skip_nonfinite = config.nonfinite == 'skip'
+  steps = jit_steps(mesh, schedule, skip_nonfinite, config.label_smoothing)
+  loop = jit_train_loop(mesh, schedule, feed.take, steps_per_epoch,
+                        skip_nonfinite, config.label_smoothing)
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   report = periodic_actions.ReportProgress(num_train_steps=num_steps,
@@ -495,49 +564,63 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         config.analysis.smoothness_lr_multipliers,
         models.weight_layers(model, (1, *info.image_shape)),
         config.label_smoothing)
-    probe = mesh_lib.global_batch(
-        pipeline.probe(config.analysis.probe_size), mesh)['image']
+    probe = feed.probe(config.analysis.probe_size)
     logging.info('Instruments every %d steps: %s.',
                  config.analysis.every_steps, ', '.join(instruments))
-  start_epoch, start_in_epoch = divmod(step, steps_per_epoch)
   logging.info('Training %d epochs of %d steps (batch %d) from step %d on %d '
-               'devices.', config.num_epochs, steps_per_epoch,
-               config.batch_size, step, mesh.size)
+               'devices; data %s.', config.num_epochs, steps_per_epoch,
+               config.batch_size, step, mesh.size,
+               'on the devices' if feed.on_device else 'from tf.data')
+  calls = 0
   try:
     with preemption.Preemption() as preempt:
-      for epoch in range(start_epoch, config.num_epochs):
-        for batch in pipeline.train(epoch, start_in_epoch):
-          if preempt.requested(step):
-            _stop_preempted(step, state, train_metrics, ckpts, writer)
-          batch = mesh_lib.global_batch(batch, mesh)
-          if instruments and step % config.analysis.every_steps == 0:
-            # Before the step: measure() reads the state the step donates.
-            writer.write_scalars(step, jax.device_get(measure(
-                state, batch, probe, float(schedule(step)))))
-          state, train_metrics = steps.train(state, batch, train_metrics)
-          step += 1
-          preempt.after_step(step)
-          report(step)
-          if step % config.log_every_steps == 0:
-            values = train_metrics.compute()
-            writer.write_scalars(step, {f'train/{k}': v
-                                        for k, v in values.items()})
-            train_metrics = jax.device_put(TrainMetrics.empty(), repl)
-            _check_finite(values, step, config, ckpts)
-          if (config.eval_every_steps and step % config.eval_every_steps == 0
-              and step % steps_per_epoch):  # Epoch ends evaluate below.
-            with report.timed('eval'):
-              state = _evaluate_all(config, modes, precise, steps, state,
-                                    pipeline, mesh, epoch, step, writer)
-        start_in_epoch = 0
-        with report.timed('eval'):
-          state = _evaluate_all(config, modes, precise, steps, state, pipeline,
-                                mesh, epoch, step, writer)
-        writer.flush()
-        if ((epoch + 1) % config.checkpoint_every_epochs == 0
-            or epoch + 1 == config.num_epochs):
-          with report.timed('checkpoint'):
-            ckpts.save(step, state, train_metrics)
+      while step < num_steps:
+        if preempt.requested(step):
+          _stop_preempted(step, state, train_metrics, ckpts, writer)
+        epoch, position = divmod(step, steps_per_epoch)
+        end = call_end(step, config, steps_per_epoch, num_steps,
+                       steps_per_call, bool(instruments))
+        inputs = feed.inputs(epoch, position, end - step)
+        if instruments and step % config.analysis.every_steps == 0:
+          # Before the steps: measure() reads the state the call donates.
+          writer.write_scalars(step, jax.device_get(measure(
+              state, feed.batch(inputs, position), probe,
+              float(schedule(step)))))
+        timed = not config.steps_per_call and calls == 1
+        if timed:  # auto: time the first call after the compiling one.
+          jax.block_until_ready(state)
+          start = time.perf_counter()
+        state, train_metrics = loop(state, train_metrics, inputs, end - step)
+        if timed:
+          jax.block_until_ready(state)
+          steps_per_call = auto_steps_per_call(
+              (time.perf_counter() - start) / (end - step))
+          feed.set_steps_per_call(steps_per_call)
+          logging.info('steps_per_call=auto: %d.', steps_per_call)
+        calls += 1
+        preempt.after_steps(step, end)
+        step = end
+        report(step)
+        if step % config.log_every_steps == 0:
+          values = train_metrics.compute()
+          writer.write_scalars(step, {f'train/{k}': v
+                                      for k, v in values.items()})
+          train_metrics = jax.device_put(TrainMetrics.empty(), repl)
+          _check_finite(values, step, config, ckpts)
+        if (config.eval_every_steps and step % config.eval_every_steps == 0
+            and step % steps_per_epoch):  # Epoch ends evaluate below.
+          with report.timed('eval'):
+            state = _evaluate_all(config, modes, precise, steps, state, feed,
+                                  mesh, epoch, step, writer)
+        if step % steps_per_epoch == 0:
+          with report.timed('eval'):
+            state = _evaluate_all(config, modes, precise, steps, state, feed,
+                                  mesh, epoch, step, writer)
+          writer.flush()
+          if ((epoch + 1) % config.checkpoint_every_epochs == 0
+              or epoch + 1 == config.num_epochs):
+            with report.timed('checkpoint'):
+              ckpts.save(step, state, train_metrics)
   finally:
     writer.flush()
     ckpts.close()

@@ -24,6 +24,15 @@ def get_config():
   # per-channel mean and std). The seed used neither.
   config.augment = 'none'
   config.normalize = 'none'
+  # Keep both splits on the devices as uint8 and batch, crop and normalize
+  # them there (bn_study/device_data.py): the same batches as tf.data's,
+  # without the host between steps. auto: on when they take at most a
+  # quarter of a device's memory. auto | on | off
+  config.data_on_device = 'auto'
+  # A folder (or .tar/.tar.gz) of <split>/<class>/<image> files to read with
+  # Pillow instead of TFDS, for machines without TensorFlow; the data then
+  # goes to the devices. None: TFDS's `dataset`.
+  config.image_folder = ml_collections.config_dict.placeholder(str)
 
   # The seed: 20 steps per pass over CIFAR-10's 50,000 images.
   config.batch_size = 2500  # Global: split over every device of every host.
@@ -64,6 +73,12 @@ def get_config():
   # The seed wrote summaries every 2 steps. train/* scalars are means over the
   # steps since the last write.
   config.log_every_steps = 2
+  # Train steps per jitted call (Keras' steps_per_execution; 0: auto, calls
+  # of about 50 ms from the step time). A call also ends at every step where
+  # the loop acts: a log (log_every_steps), an eval, an instrument
+  # measurement, an epoch's end (checkpoints, preemption). The run is
+  # bit-identical whatever the value.
+  config.steps_per_call = 0
   # Evaluate every this many steps as well as after each epoch (0: after each
   # epoch only).
   config.eval_every_steps = 0

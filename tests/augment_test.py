@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from bn_study import data_order
+from bn_study import device_data
 from bn_study import errors
 from bn_study import input_pipeline
 from bn_study import train
@@ -74,14 +76,29 @@ def test_resuming_mid_epoch_sees_the_same_augmented_images():
     np.testing.assert_array_equal(f['label'], r['label'])
 
 
-def test_crop_flip_is_deterministic_per_seed():
-  image = tf.constant(np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3))
-  seed = tf.constant([7, 3], tf.int64)
-  a = input_pipeline.crop_flip(image, seed).numpy()
-  np.testing.assert_array_equal(a, input_pipeline.crop_flip(image, seed).numpy())
-  outs = {input_pipeline.crop_flip(image, tf.constant([7, k], tf.int64))
-          .numpy().tobytes() for k in range(20)}
-  assert len(outs) > 5
+def _crop_flip_reference(image, top, left, flip, pad=input_pipeline.CROP_PAD):
+  h, w, _ = image.shape
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  crop = padded[top:top + h, left:left + w]
+  return crop[:, ::-1] if flip else crop
+
+
+def test_crop_flip_crops_the_padded_image_at_its_offset_and_mirrors():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (30, 8, 8, 3)).astype(np.uint8)
+  params = data_order.crop_flip(seed=7, epoch=3, num_examples=30)
+  assert params[:, :2].min() == 0 and params[:, :2].max() == 8
+  assert set(params[:, 2]) == {0, 1}
+  out = input_pipeline.crop_flip(tf.constant(images), tf.constant(params))
+  device = device_data.crop_flip(images, params)
+  for image, (top, left, flip), got, dev in zip(images, params, out.numpy(),
+                                                np.asarray(device)):
+    want = _crop_flip_reference(image, top, left, flip)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dev, want)
+  # A function of (seed, epoch): the same again, another epoch differs.
+  np.testing.assert_array_equal(params, data_order.crop_flip(7, 3, 30))
+  assert not np.array_equal(params, data_order.crop_flip(7, 4, 30))
 
 
 def test_per_channel_normalization_uses_the_train_split():

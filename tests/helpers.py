@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bn_study import mesh as mesh_lib
 from bn_study import runs
 from configs import tiny
 
@@ -44,6 +45,12 @@ def mock_learnable(num_train, num_eval):
     return tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
 
   return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def eval_batches(pipeline, mesh):
+  """A host pipeline's eval batches as global arrays (feeds.HostFeed.eval)."""
+  for batch in pipeline.eval():
+    yield mesh_lib.global_batch(batch, mesh)
 
 
 def read_scalars(workdir):

@@ -75,8 +75,10 @@ def _latest(workdir):
 def test_sigterm_and_sigkill_mid_epoch_and_at_boundaries_change_nothing(
     reference, learnable_data_dir, tmp_path):
   data = learnable_data_dir
-  # SIGTERM mid-epoch, between two log steps: checkpoint at that step.
-  proc = _main(tmp_path, data, self_signal='5:SIGTERM')
+  # SIGTERM mid-epoch, between two log steps: checkpoint at that step (a
+  # call of one step ends there).
+  proc = _main(tmp_path, data, '--config.steps_per_call=1',
+               self_signal='5:SIGTERM')
   assert proc.returncode == 143, proc.stderr[-3000:]
   assert 'preempted: Stopped by a signal at step 5' in proc.stderr
   assert 'Traceback' not in proc.stderr
@@ -101,18 +103,28 @@ def test_sigterm_and_sigkill_mid_epoch_and_at_boundaries_change_nothing(
 AUGMENTED = ('--config.augment=crop_flip', '--config.normalize=per_channel')
 
 
+ON_DEVICE = ('--config.data_on_device=on', '--config.steps_per_call=3',
+             '--config.log_every_steps=8')
+
+
 def test_sigterm_and_resume_with_augmentation_is_bit_exact(
     learnable_data_dir, tmp_path):
   # Each image's crop and flip is a function of (seed, epoch, example): the
-  # resumed run sees the images an uninterrupted one saw.
+  # resumed run sees the images an uninterrupted one saw. Straight: tf.data,
+  # one step per call. Stopped: the data on the device, 3 steps per call, a
+  # SIGTERM during the call of steps 8-10, resumed.
   straight = tmp_path / 'straight'
-  proc = _main(straight, learnable_data_dir, *AUGMENTED)
+  proc = _main(straight, learnable_data_dir, *AUGMENTED,
+               '--config.data_on_device=off', '--config.steps_per_call=1',
+               '--config.log_every_steps=8')
   assert proc.returncode == 0, proc.stderr[-3000:]
   stopped = tmp_path / 'stopped'
-  proc = _main(stopped, learnable_data_dir, *AUGMENTED, self_signal='11:SIGTERM')
+  proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE,
+               self_signal='10:SIGTERM')
   assert proc.returncode == 143, proc.stderr[-3000:]
+  assert 'data on the devices' in proc.stderr
   assert _latest(stopped) == 11
-  proc = _main(stopped, learnable_data_dir, *AUGMENTED)
+  proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE)
   assert proc.returncode == 0, proc.stderr[-3000:]
   _assert_same(_result(stopped), _result(straight))
 

@@ -13,6 +13,7 @@ import tensorflow_datasets as tfds
 from bn_study import checkpoints
 from bn_study import cpu
 from bn_study import errors
+from bn_study import feeds
 from bn_study import input_pipeline
 from bn_study import losses
 from bn_study import mesh as mesh_lib
@@ -114,7 +115,7 @@ def test_training_updates_batch_stats_and_eval_leaves_them():
   for layer, stats in initial.items():
     assert not np.allclose(stats['mean'], trained[layer]['mean']), layer
     assert not np.allclose(stats['var'], trained[layer]['var']), layer
-  result = train.evaluate(p_eval, state, pipeline, mesh)
+  result = train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)
   assert result['count'] == NUM_EVAL * 10
   jax.tree.map(np.testing.assert_array_equal, trained,
                jax.device_get(state.batch_stats))
@@ -126,7 +127,7 @@ def test_wobn_trains_without_batch_stats():
   assert state.batch_stats == {}
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert state.batch_stats == {}
-  assert 0 <= train.evaluate(p_eval, state, pipeline, mesh)['accuracy'] <= 1
+  assert 0 <= train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy'] <= 1
 
 
 def test_eval_with_running_averages_matches_train_mode():
@@ -148,9 +149,8 @@ def test_eval_with_running_averages_matches_train_mode():
   batches = list(pipeline.eval())
   train_mode = sum(float(train_mode_correct(state, b)) for b in batches[:-1])
   train_mode /= sum(b['mask'].sum() for b in batches[:-1])
-  ema = train.evaluate(p_eval, state, pipeline, mesh)['accuracy']
-  stale = train.evaluate(p_eval, state.replace(batch_stats=initial_stats),
-                         pipeline, mesh)['accuracy']
+  ema = train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
+  stale = train.evaluate(p_eval, state.replace(batch_stats=initial_stats), helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
   assert train_mode > 0.9, train_mode
   assert ema > train_mode - 0.05, (ema, train_mode)
   # Eval with statistics that were never updated is what the seed did; it
@@ -175,7 +175,7 @@ def test_other_tfds_image_datasets(dataset, image_shape, num_classes):
   p_train, p_eval = steps.train, steps.eval
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert int(state.step) == 2
-  assert train.evaluate(p_eval, state, pipeline, mesh)['count'] == 20
+  assert train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['count'] == 20
 
 
 # Each normalizer once and each placement twice; main.py ran the full grid
@@ -204,13 +204,14 @@ def test_precise_bn_leaves_the_running_averages_unless_asked():
   ema = jax.device_get(state.batch_stats)
   writer = metric_writers.LoggingWriter()
   precise = precise_bn.PreciseBN(model, mesh)
+  feed = feeds.HostFeed(pipeline, mesh, 1)
   kept = train._evaluate_all(config, ['ema', 'precise'], precise, steps,
-                             state, pipeline, mesh, 0, 32, writer)
+                             state, feed, mesh, 0, 32, writer)
   jax.tree.map(np.testing.assert_array_equal, ema,
                jax.device_get(kept.batch_stats))
   config.precise_bn_replaces_ema = True
   replaced = train._evaluate_all(config, ['precise'], precise, steps, state,
-                                 pipeline, mesh, 0, 32, writer)
+                                 feed, mesh, 0, 32, writer)
   precise = jax.device_get(replaced.batch_stats)
   assert not np.allclose(ema['conv1_norm']['mean'],
                          precise['conv1_norm']['mean'])
