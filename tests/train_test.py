@@ -373,3 +373,57 @@ def test_train_step_sums_match_float64():
   np.testing.assert_allclose(
       new.batch_stats['conv1_norm']['mean'] - np.float64(old_mean) * momentum,
       expected, rtol=1e-5)
+
+
+def _final(workdir, state):
+  leaves = jax.tree.leaves(jax.device_get(
+      (state.params, state.batch_stats, state.opt_state)))
+  scalars = {t: v for t, v in helpers.read_scalars(str(workdir)).items()
+             if t not in ('steps_per_sec', 'uptime')}
+  return leaves, scalars
+
+
+@pytest.mark.parametrize('data_on_device', ['on', 'off'])
+def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
+                                                        data_on_device):
+  # 8 steps per epoch, logged every 8: calls of 7 and 1 steps; instruments
+  # every 4 steps cut calls too, and every step is logged per call boundary.
+  runs = {}
+  for n in (1, 7):
+    workdir = tmp_path / str(n)
+    state = _train(workdir, steps_per_call=n, data_on_device=data_on_device,
+                   log_every_steps=8, augment='crop_flip',
+                   eval_stats='ema,precise',
+                   **{'analysis.every_steps': 8, 'analysis.probe_size': 8})
+    runs[n] = _final(workdir, state)
+  (a, a_scalars), (b, b_scalars) = runs[1], runs[7]
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+  assert a_scalars == b_scalars
+  assert 'train/loss' in a_scalars
+  assert any(t.startswith('ics/') for t in a_scalars)
+
+
+def test_steps_per_call_auto_and_bad_values(tmp_path):
+  assert train.auto_steps_per_call(1e-4) == 500
+  assert train.auto_steps_per_call(1.0) == 1
+  assert train.auto_steps_per_call(1e-9) == train.MAX_STEPS_PER_CALL
+  for bad in (-1, True):
+    with pytest.raises(errors.UserError, match='steps_per_call'):
+      train.validate(helpers.tiny_config(steps_per_call=bad))
+  with pytest.raises(errors.UserError, match="data_on_device='yes'.*allowed"):
+    train.validate(helpers.tiny_config(data_on_device='yes'))
+
+
+def test_calls_end_where_the_loop_acts():
+  config = helpers.tiny_config(log_every_steps=10, eval_every_steps=25,
+                               **{'analysis.every_steps': 7})
+  end = lambda step, n: train.call_end(step, config, 40, 100, n, True)
+  assert end(0, 1000) == 7  # Instruments.
+  assert end(7, 1000) == 10  # Log.
+  assert end(20, 1000) == 21  # Instruments at 21.
+  assert end(21, 3) == 24  # steps_per_call.
+  assert end(21, 1000) == 25  # Eval.
+  assert end(35, 1000) == 40  # Epoch end (instruments at 35 measured before).
+  assert end(98, 1000) == 100  # The run's end.
