@@ -16,7 +16,7 @@ from bn_study import checkpoints
 from bn_study import compilation_cache
 from bn_study import cpu
 from bn_study import errors
-from bn_study import input_pipeline
+from bn_study import feeds
 from bn_study import mesh
 from bn_study import predict
 from bn_study import train
@@ -50,7 +50,7 @@ def main(argv):
   # BN_STUDY_HUGE_PAGES=0 opts out). TF only feeds data: it keeps off the
   # GPU/TPU that JAX uses. Orbax keeps its INFO lines to itself.
   cpu.use_huge_pages()
-  input_pipeline.hide_accelerators_from_tf()
+  feeds.hide_accelerators_from_tf()
   checkpoints.quiet_orbax_logs()
   compilation_cache.enable(FLAGS.compilation_cache_dir)
   try:

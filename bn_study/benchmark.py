@@ -22,12 +22,14 @@ it faults in. Prints a table; --json writes
 the start), "results": [...]}, each row with its own "matmul_flops_per_sec".
 """
 
+import ast
 import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,18 +42,19 @@ from ml_collections import config_flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from bn_study import analysis
 from bn_study import checkpoints
 from bn_study import compilation_cache
 from bn_study import cpu
 from bn_study import errors
-from bn_study import input_pipeline
+from bn_study import feeds
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import norms
+from bn_study import preemption
 from bn_study import runs
+from bn_study import sweep
 from bn_study import train
 
 try:
@@ -265,6 +268,7 @@ def pipeline_rate(config, num_batches: int) -> Dict[str, float]:
   """Input pipeline images/s alone, as training reads it: the first epoch
   (decoding every image into the cache and filling the shuffle buffer) and a
   later one (from the cache), each over up to `num_batches` batches."""
+  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
   pipeline = input_pipeline.Pipeline(config)
   out = {}
   for epoch, key in ((0, 'pipeline_images_per_sec_first_epoch'),
@@ -314,6 +318,120 @@ def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
   return out
 
 
+def _config_from_file(spec: str):
+  """`configs/x.py` or `configs/x.py:arg` -> its ConfigDict."""
+  path, _, arg = spec.partition(':')
+  module = sweep.load_module(path)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _override(config, field: str, text: str):
+  """config.FIELD = the Python literal in `text` (else the string)."""
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  *parents, leaf = field.split('.')
+  target = config
+  for p in parents:
+    target = target[p]
+  target[leaf] = value
+
+
+def _launch(config_spec, batch_size, overrides, workdir, cache_dir,
+            stop_step):
+  """main.py on `config_spec` at `batch_size`, stopping itself (SIGTERM,
+  at the end of the call that holds `stop_step`); returns (launch time,
+  its timing.json)."""
+  env = dict(os.environ)
+  env[preemption.SELF_SIGNAL_ENV] = f'{stop_step}:SIGTERM'
+  cmd = [sys.executable, os.path.join(sweep.ROOT, 'main.py'),
+         f'--config={config_spec}', f'--workdir={workdir}',
+         f'--compilation_cache_dir={cache_dir}',
+         f'--config.batch_size={batch_size}']
+  cmd += [f'--config.{o}' for o in overrides]
+  launched = time.time()
+  proc = subprocess.run(cmd, cwd=sweep.ROOT, env=env, capture_output=True,
+                        text=True, check=False)
+  if proc.returncode not in (0, errors.Preempted.EXIT_STATUS):
+    raise RuntimeError(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
+  with open(os.path.join(workdir, 'timing.json')) as f:
+    return launched, json.load(f)
+
+
+def loop_row(config_spec: str, batch_size: int, overrides, cache_dir: str,
+             loop_seconds: float, repeats: int, warmup: int) -> dict:
+  """The train loop against the step: `loop_overhead`, a real run's wall
+  time per train step (evals, instruments, log writes and checkpoints
+  excluded: bn_study/loop_timing.py) over the jitted step timed alone; and
+  `startup_s`, from launching main.py to its first step done, with the
+  compilation cache already warm."""
+  config = _config_from_file(config_spec)
+  config.batch_size = batch_size
+  for o in overrides:
+    _override(config, *o.split('=', 1))
+  feed = feeds.make_feed(config, mesh_lib.make_mesh(), 1)
+  info, steps_per_epoch = feed.info, feed.steps_per_epoch
+  del feed
+  step_s = measure_batch_size(_setup(config, info, steps_per_epoch),
+                              batch_size, repeats, warmup, None)['step_s']
+  num_steps = config.num_epochs * steps_per_epoch
+  stop = int(min(num_steps, max(20, loop_seconds / step_s)))
+  with tempfile.TemporaryDirectory() as tmp:
+    # The first launch fills the compilation cache; its steps are timed
+    # after its first call, so compiling is not in them.
+    _, timing = _launch(config_spec, batch_size, overrides,
+                        os.path.join(tmp, 'run'), cache_dir, stop)
+    launched, warm = _launch(config_spec, batch_size, overrides,
+                             os.path.join(tmp, 'startup'), cache_dir, 1)
+  loop_step_s = timing['train_s'] / max(1, timing['train_steps'])
+  return {'config': config_spec, 'batch_size': batch_size,
+          'overrides': list(overrides), 'data': info.name,
+          'model': describe_model(config.model),
+          'data_on_device': config.data_on_device,
+          'step_s': step_s, 'loop_step_s': loop_step_s,
+          'loop_steps': timing['train_steps'],
+          'loop_overhead': loop_step_s / step_s,
+          'startup_s': warm['first_step_at'] - launched}
+
+
+def format_loop_table(result: dict) -> str:
+  lines = [f'{result["device"]} x{result["device_count"]}, jax '
+           f'{result["jax_version"]}, {result["date"]}', '',
+           f'{"config":<28} {"batch":>6} {"step ms":>9} {"loop ms":>9} '
+           f'{"overhead":>9} {"steps":>7} {"startup s":>10}']
+  for r in result['loop']:
+    lines.append(f'{r["config"]:<28} {r["batch_size"]:>6} '
+                 f'{r["step_s"] * 1e3:>9.3f} {r["loop_step_s"] * 1e3:>9.3f} '
+                 f'{r["loop_overhead"]:>9.2f} {r["loop_steps"]:>7} '
+                 f'{r["startup_s"]:>10.1f}')
+  return '\n'.join(lines)
+
+
+def _parse_loop(specs) -> List[Tuple[str, int, List[str]]]:
+  rows = []
+  for spec in specs:
+    first, *overrides = spec.split()
+    config_spec, _, batch = first.rpartition('@')
+    if (not config_spec or not batch.isdigit() or int(batch) <= 0
+        or not all('=' in o for o in overrides)):
+      raise errors.UserError(
+          f'--loop={spec!r}: give CONFIG@BATCH, then any FIELD=VALUE '
+          'overrides, e.g. "configs/bn_paper_fig1.py@60" or '
+          '"configs/wbn.py@2500 data_dir=/data".')
+    rows.append((config_spec, int(batch), overrides))
+  return rows
+
+
+def _environment() -> dict:
+  return {'device': str(jax.devices()[0].device_kind),
+          'platform': jax.devices()[0].platform,
+          'device_count': jax.device_count(),
+          'jax_version': jax.__version__,
+          'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+              timespec='seconds')}
+
+
 FLAGS = flags.FLAGS
 
 
@@ -332,6 +450,12 @@ def _define_flags():
                     'bn_study.analysis once (as a multiple of the step).')
   flags.DEFINE_integer('mock_examples', 50000, 'Examples per split of the '
                        'mock data used when the dataset is not prepared.')
+  flags.DEFINE_multi_string(
+      'loop', None, '"CONFIG@BATCH [FIELD=VALUE ...]", repeatable: measure '
+      'the train loop (loop_overhead, startup_s) of each config at that batch '
+      'size, through main.py, instead of the step table.')
+  flags.DEFINE_float('loop_seconds', 20.0, 'Seconds of train steps in each '
+                     '--loop row\'s real run (at most the whole run).')
   flags.DEFINE_string('json', None, 'Write the results here.')
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent cache for '
                       'the warm-compile figure (default: a fresh temp dir).')
@@ -342,6 +466,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
         instruments: bool = False) -> dict:
   """Every measurement; `data` says what the pipeline reads (real or mock)."""
   compilation_cache.enable(cache_dir)
+  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
   pipeline = input_pipeline.Pipeline(config)
   info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
   matmul = matmul_call()
@@ -495,8 +620,27 @@ def main(argv):
   # As main.py does, first thing: huge pages (re-executes once), TF off the
   # accelerators, orbax's INFO lines dropped.
   cpu.use_huge_pages()
-  input_pipeline.hide_accelerators_from_tf()
+  feeds.hide_accelerators_from_tf()
   checkpoints.quiet_orbax_logs()
+  if FLAGS.loop:
+    try:
+      rows = _parse_loop(FLAGS.loop)
+      with tempfile.TemporaryDirectory() as tmp:
+        cache = FLAGS.compilation_cache_dir or tmp
+        compilation_cache.enable(cache)
+        result = {**_environment(), 'loop': [
+            loop_row(spec, batch, overrides, cache, FLAGS.loop_seconds,
+                     FLAGS.repeats, FLAGS.warmup)
+            for spec, batch, overrides in rows]}
+    except errors.UserError as e:
+      print(f'error: {e}', file=sys.stderr)
+      sys.exit(2)
+    print(format_loop_table(result))
+    if FLAGS.json:
+      with open(FLAGS.json, 'w') as f:
+        json.dump(result, f, indent=2)
+      print(f'wrote {FLAGS.json}')
+    return
   try:
     sizes = [int(b) for b in FLAGS.batch_sizes]
     if not sizes or min(sizes) <= 0:
@@ -513,6 +657,8 @@ def main(argv):
         norms.check_ghost_batch(FLAGS.config.model.virtual_batch_size,
                                 '--batch_sizes', size)
     config = FLAGS.config
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
     data, mock = f'{config.dataset} (prepared TFDS)', contextlib.nullcontext()
     if not input_pipeline.is_prepared(config):
       # Same shapes and sizes, random pixels: step times are the same, the

@@ -23,6 +23,7 @@ from bn_study import device_data
 from bn_study import errors
 from bn_study import image_folder
 from bn_study import mesh as mesh_lib
+from bn_study import summaries
 
 
 class HostFeed:
@@ -118,14 +119,6 @@ class DeviceFeed:
     return self._data.batches(epoch)
 
 
-def tensorflow_available() -> bool:
-  try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
-
-
 def make_feed(config, mesh, steps_per_call: int):
   """The feed `config` asks for (data_on_device, image_folder)."""
   if config.image_folder:
@@ -135,7 +128,7 @@ def make_feed(config, mesh, steps_per_call: int):
           f'image_folder={config.image_folder!r} is read into the devices: '
           "it needs data_on_device='auto' or 'on', not 'off'.")
     return DeviceFeed(device_data.DeviceData(source, config, mesh))
-  if not tensorflow_available():
+  if not summaries.tensorflow_available():
     raise errors.UserError(
         f'dataset={config.dataset!r} is read with TFDS, and TensorFlow is '
         'not installed here. Install requirements.txt, or train from a '
@@ -148,3 +141,12 @@ def make_feed(config, mesh, steps_per_call: int):
   if device_data.wanted(config.data_on_device, pipeline.info, mesh):
     return DeviceFeed(device_data.DeviceData(pipeline, config, mesh))
   return HostFeed(pipeline, mesh, steps_per_call)
+
+
+def hide_accelerators_from_tf():
+  """TF only feeds data here; left alone it would grab GPU/TPU memory from
+  JAX. Entry points call this first thing, before TF initializes (a no-op
+  without TF)."""
+  if summaries.tensorflow_available():
+    from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
+    input_pipeline.hide_accelerators_from_tf()

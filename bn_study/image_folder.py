@@ -84,14 +84,12 @@ class ImageFolder:
             f'{split}/<class>/ (train_split={config.train_split!r}, '
             f'eval_split={config.eval_split!r}).')
     self._classes = sorted({c for c, _ in self._train})
-    first = np.asarray(_decode(self._files.read(self._train[0][1]), 3))
-    channels = 3
+    self.decoded = 0  # Images decoded so far.
     from PIL import Image  # pylint: disable=g-import-not-at-top
-    if Image.open(io.BytesIO(self._files.read(self._train[0][1]))).mode in (
-        'L', '1', 'I', 'F'):
-      channels = 1
-    self._channels = channels
-    shape = (*first.shape[:2], channels)
+    first = Image.open(io.BytesIO(self._files.read(self._train[0][1])))
+    # Grayscale datasets (MNIST) keep one channel; everything else is RGB.
+    self._channels = channels = 1 if first.mode in ('L', '1', 'I', 'F') else 3
+    shape = (first.height, first.width, channels)
     if config.batch_size > len(self._train):
       raise errors.UserError(
           f'batch_size={config.batch_size} is larger than the '
@@ -106,7 +104,6 @@ class ImageFolder:
         num_train=len(self._train), num_eval=len(self._eval),
         pixel_mean=tuple(float(m) for m in mean),
         pixel_std=tuple(float(s) for s in std))
-    self.decoded = 0
 
   def _read(self, entries, keep: Optional[np.ndarray]):
     if keep is not None:
@@ -125,7 +122,7 @@ class ImageFolder:
       raise errors.UserError(
           'image_folder: the eval split has classes the train split lacks: '
           f'{sorted({c for c, _ in entries} - set(index))}.')
-    self.decoded = getattr(self, 'decoded', 0) + len(entries)
+    self.decoded += len(entries)
     return np.stack(images), labels
 
   def read_train(self, keep=None) -> Tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,6 @@ import numpy as np
 
 from bn_study import checkpoints
 from bn_study import errors
-from bn_study import input_pipeline
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import train
@@ -24,6 +23,7 @@ def predict(config, workdir: str, paths: Sequence[str]
         f'--workdir={workdir!r} holds no trained run (no dataset.json or no '
         'checkpoint); train there first without --predict.')
   info = json.loads(info_path.read_text())
+  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
   images = np.stack([input_pipeline.load_image(p, info['image_shape'])
                      for p in paths])
   # As the run's pipeline normalized its images (runs from before

@@ -136,9 +136,12 @@ def run_names(points: Sequence[Point]) -> List[str]:
   return names
 
 
-def main_command(config_path: str, workdir: str, point: Point) -> List[str]:
-  """The main.py command line (argv, from the repository root) of one point."""
+def main_command(config_path: str, workdir: str, point: Point,
+                 extra: Sequence[str] = ()) -> List[str]:
+  """The main.py command line (argv, from the repository root) of one point;
+  `extra`: FIELD=VALUE overrides for every point (--set), before its own."""
   argv = ['main.py', f'--config={config_path}', f'--workdir={workdir}']
+  argv += [f'--config.{e}' for e in extra]
   argv += [f'--config.{k}={_format_value(v)}' for k, v in point.items()]
   return argv
 
@@ -146,7 +149,7 @@ def main_command(config_path: str, workdir: str, point: Point) -> List[str]:
 # Loading a sweep file.
 
 
-def _load_module(file):
+def load_module(file):
   # Sweep and config files import `configs` and `bn_study` from the root.
   if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -163,7 +166,7 @@ def load(spec: str):
   file = pathlib.Path(path)
   if not file.is_file():
     raise SweepError(f'--sweep={spec!r}: no such file {path!r}.')
-  module = _load_module(file)
+  module = load_module(file)
   if not hasattr(module, 'CONFIG') or not hasattr(module, 'get_sweep'):
     raise SweepError(f'{path} must define CONFIG (the base config file) and '
                      'get_sweep() (a list of override dicts).')
@@ -180,7 +183,7 @@ def check_fields(config_path: str, points: Sequence[Point]):
   if not pathlib.Path(file).is_file():
     raise SweepError(f'The sweep\'s CONFIG={config_path!r} is not a file '
                      '(paths are relative to the repository root).')
-  config = _load_module(file).get_config()
+  config = load_module(file).get_config()
   for i, point in enumerate(points):
     for key in point:
       target = config
@@ -230,9 +233,15 @@ def _run_one(argv, workdir: pathlib.Path, name: str):
 
 
 def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
-        print_commands: bool = False) -> int:
-  """Runs (or lists) a sweep; the number of runs that failed."""
+        print_commands: bool = False, extra: Sequence[str] = ()) -> int:
+  """Runs (or lists) a sweep; the number of runs that failed. `extra`:
+  FIELD=VALUE overrides of every run (where the data is, say)."""
   config_path, points = load(spec)
+  for e in extra:
+    if '=' not in e:
+      raise SweepError(f'--set={e!r}: give FIELD=VALUE, e.g. '
+                       'data_dir=/data/tfds.')
+  check_fields(config_path, [{e.split('=', 1)[0]: None for e in extra}])
   names = run_names(points)
   check_fields(config_path, points)
   root = pathlib.Path(os.path.abspath(workdir))
@@ -240,7 +249,7 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
     for name, point in zip(names, points):
       if print_commands:
         print(shlex.join(['python'] + main_command(
-            config_path, os.path.join(workdir, name), point)))
+            config_path, os.path.join(workdir, name), point, extra)))
       else:
         print(f'{name}  {json.dumps(point)}')
     return 0
@@ -257,8 +266,8 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
       continue
     resuming = (run_dir / 'checkpoints').is_dir()
     print(f'{"resume " if resuming else "start  "} {name}', flush=True)
-    todo.append((main_command(config_path, str(run_dir), point), run_dir,
-                 name))
+    todo.append((main_command(config_path, str(run_dir), point, extra),
+                 run_dir, name))
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     codes = list(pool.map(lambda t: _run_one(*t), todo))
   failed = sum(c != 0 for c in codes)
@@ -282,7 +291,7 @@ def main(argv):
   from bn_study import sweep as lib  # pylint: disable=g-import-not-at-top
   try:
     failed = lib.run(FLAGS.sweep, FLAGS.workdir, FLAGS.parallel, FLAGS.dry_run,
-                 FLAGS.print_commands)
+                     FLAGS.print_commands, FLAGS.set)
   except lib.SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -298,6 +307,9 @@ def _define_flags():
   flags.DEFINE_integer('parallel', 1, 'Runs at once.')
   flags.DEFINE_bool('dry_run', False, 'Print each run\'s name and overrides; '
                     'run nothing.')
+  flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: a config override of '
+                            'every run (e.g. data_dir=/data), before the '
+                            'sweep\'s own.')
   flags.DEFINE_bool('print_commands', False, 'Print the main.py command of '
                     'each run (for other machines); run nothing.')
 

@@ -12,9 +12,7 @@ import time
 from typing import Any, Callable
 
 from absl import logging
-from clu import metric_writers
 from clu import metrics
-from clu import periodic_actions
 import flax
 from flax import traverse_util
 from flax.training import train_state
@@ -31,12 +29,14 @@ from bn_study import data_order
 from bn_study import dataset_info
 from bn_study import device_data
 from bn_study import feeds
+from bn_study import loop_timing
 from bn_study import losses
 from bn_study import mesh as mesh_lib
 from bn_study import models
 from bn_study import norms
 from bn_study import precise_bn
 from bn_study import preemption
+from bn_study import summaries
 
 OPTIMIZERS = ('adam', 'sgd')
 LR_SCHEDULES = ('constant', 'cosine', 'piecewise')
@@ -542,8 +542,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         **info.__dict__, 'steps_per_epoch': steps_per_epoch})
   else:  # Only process 0 writes summaries and logs; the rest warn.
     logging.set_verbosity(logging.WARNING)
-  writer = metric_writers.create_default_writer(
-      str(workdir), just_logging=not is_chief, asynchronous=True)
+  writer = summaries.create_writer(str(workdir), just_logging=not is_chief)
   logging.info('Model (batch %d):\n%s', config.batch_size, models.summary(
       model, (config.batch_size, *info.image_shape)))
 
@@ -553,8 +552,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                         skip_nonfinite, config.label_smoothing)
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps,
-                                           writer=writer)
+  report = summaries.progress(num_steps, writer)
   instruments = analysis.enabled(config.analysis)
   if instruments:
     mesh_lib.check_batch_size('analysis.probe_size',
@@ -572,6 +570,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                config.batch_size, step, mesh.size,
                'on the devices' if feed.on_device else 'from tf.data')
   calls = 0
+  timing = loop_timing.LoopTiming()
   try:
     with preemption.Preemption() as preempt:
       while step < num_steps:
@@ -583,9 +582,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         inputs = feed.inputs(epoch, position, end - step)
         if instruments and step % config.analysis.every_steps == 0:
           # Before the steps: measure() reads the state the call donates.
-          writer.write_scalars(step, jax.device_get(measure(
-              state, feed.batch(inputs, position), probe,
-              float(schedule(step)))))
+          with timing.excluded(state):
+            writer.write_scalars(step, jax.device_get(measure(
+                state, feed.batch(inputs, position), probe,
+                float(schedule(step)))))
         timed = not config.steps_per_call and calls == 1
         if timed:  # auto: time the first call after the compiling one.
           jax.block_until_ready(state)
@@ -598,31 +598,36 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
           feed.set_steps_per_call(steps_per_call)
           logging.info('steps_per_call=auto: %d.', steps_per_call)
         calls += 1
+        timing.after_call(state, end - step)
         preempt.after_steps(step, end)
         step = end
         report(step)
         if step % config.log_every_steps == 0:
-          values = train_metrics.compute()
-          writer.write_scalars(step, {f'train/{k}': v
-                                      for k, v in values.items()})
-          train_metrics = jax.device_put(TrainMetrics.empty(), repl)
-          _check_finite(values, step, config, ckpts)
+          with timing.excluded(train_metrics):
+            values = train_metrics.compute()
+            writer.write_scalars(step, {f'train/{k}': v
+                                        for k, v in values.items()})
+            train_metrics = jax.device_put(TrainMetrics.empty(), repl)
+            _check_finite(values, step, config, ckpts)
         if (config.eval_every_steps and step % config.eval_every_steps == 0
             and step % steps_per_epoch):  # Epoch ends evaluate below.
-          with report.timed('eval'):
+          with timing.excluded(state), report.timed('eval'):
             state = _evaluate_all(config, modes, precise, steps, state, feed,
                                   mesh, epoch, step, writer)
         if step % steps_per_epoch == 0:
-          with report.timed('eval'):
-            state = _evaluate_all(config, modes, precise, steps, state, feed,
-                                  mesh, epoch, step, writer)
-          writer.flush()
-          if ((epoch + 1) % config.checkpoint_every_epochs == 0
-              or epoch + 1 == config.num_epochs):
-            with report.timed('checkpoint'):
-              ckpts.save(step, state, train_metrics)
+          with timing.excluded(state):
+            with report.timed('eval'):
+              state = _evaluate_all(config, modes, precise, steps, state,
+                                    feed, mesh, epoch, step, writer)
+            writer.flush()
+            if ((epoch + 1) % config.checkpoint_every_epochs == 0
+                or epoch + 1 == config.num_epochs):
+              with report.timed('checkpoint'):
+                ckpts.save(step, state, train_metrics)
   finally:
     writer.flush()
     ckpts.close()
     writer.close()
+    if is_chief:
+      loop_timing.write(workdir, timing)
   return state
