@@ -1,16 +1,17 @@
 """Where a run's wall time goes: the train steps against everything else.
 
 The loop never waits for the device between steps, so the steps' time is
-only known where it waits anyway: before each eval, instrument measurement,
-log write and checkpoint (`excluded`), which waits for the steps dispatched
-so far and then runs untimed. `timing.json` in the workdir then holds, for
+only known where it waits anyway: before each eval, instrument measurement
+and checkpoint (`excluded`), which waits for the steps dispatched so far and
+then runs untimed. Log writes are not excluded: they overlap the next call. `timing.json` in the workdir then holds, for
 this launch:
 
 - `first_step_at`: the wall-clock time (epoch seconds) when the first call
   of train steps had finished (compilation, data loading and restore before
   it);
 - `train_s`, `train_steps`: the wall time of the steps after that first
-  call, with the host's loop between them, and how many there were.
+  call, with the host's loop and log writes between them, and how many
+  there were.
 
 `python -m bn_study.benchmark --loop=...` reads it (docs/performance.md).
 """

@@ -355,6 +355,32 @@ def _check_finite(values, step, config, ckpts):
           'intact.'))
 
 
+class _TrainLog:
+  """train/* at each log step, fetched from the device only once the next
+  call of train steps is queued, so that the device never waits for the
+  host's writing (nor for the NaN guard, which runs then too)."""
+
+  def __init__(self, writer, config, ckpts):
+    self._writer, self._config, self._ckpts = writer, config, ckpts
+    self._pending = None
+
+  def add(self, step: int, train_metrics: TrainMetrics):
+    self.write()
+    self._pending = (step, train_metrics.compute())
+
+  def write(self):
+    """Writes (and checks) the pending values; before anything that saves or
+    reads the state, so no checkpoint follows an unchecked divergence."""
+    if self._pending is None:
+      return
+    step, values = self._pending
+    self._pending = None
+    values = jax.device_get(values)
+    self._writer.write_scalars(step, {f'train/{k}': v
+                                      for k, v in values.items()})
+    _check_finite(values, step, self._config, self._ckpts)
+
+
 def _stop_preempted(step, state, train_metrics, ckpts, writer):
   """Checkpoints `step` (state and unlogged metrics), flushes, and stops."""
   if ckpts.latest_step() != step:
@@ -571,10 +597,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                'on the devices' if feed.on_device else 'from tf.data')
   calls = 0
   timing = loop_timing.LoopTiming()
+  train_log = _TrainLog(writer, config, ckpts)
   try:
     with preemption.Preemption() as preempt:
       while step < num_steps:
         if preempt.requested(step):
+          train_log.write()
           _stop_preempted(step, state, train_metrics, ckpts, writer)
         epoch, position = divmod(step, steps_per_epoch)
         end = call_end(step, config, steps_per_epoch, num_steps,
@@ -583,6 +611,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         if instruments and step % config.analysis.every_steps == 0:
           # Before the steps: measure() reads the state the call donates.
           with timing.excluded(state):
+            train_log.write()
             writer.write_scalars(step, jax.device_get(measure(
                 state, feed.batch(inputs, position), probe,
                 float(schedule(step)))))
@@ -598,24 +627,23 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
           feed.set_steps_per_call(steps_per_call)
           logging.info('steps_per_call=auto: %d.', steps_per_call)
         calls += 1
+        train_log.write()  # The last log step's, while this call runs.
         timing.after_call(state, end - step)
         preempt.after_steps(step, end)
         step = end
         report(step)
         if step % config.log_every_steps == 0:
-          with timing.excluded(train_metrics):
-            values = train_metrics.compute()
-            writer.write_scalars(step, {f'train/{k}': v
-                                        for k, v in values.items()})
-            train_metrics = jax.device_put(TrainMetrics.empty(), repl)
-            _check_finite(values, step, config, ckpts)
+          train_log.add(step, train_metrics)
+          train_metrics = jax.device_put(TrainMetrics.empty(), repl)
         if (config.eval_every_steps and step % config.eval_every_steps == 0
             and step % steps_per_epoch):  # Epoch ends evaluate below.
           with timing.excluded(state), report.timed('eval'):
+            train_log.write()
             state = _evaluate_all(config, modes, precise, steps, state, feed,
                                   mesh, epoch, step, writer)
         if step % steps_per_epoch == 0:
           with timing.excluded(state):
+            train_log.write()
             with report.timed('eval'):
               state = _evaluate_all(config, modes, precise, steps, state,
                                     feed, mesh, epoch, step, writer)
