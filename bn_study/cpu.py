@@ -116,6 +116,24 @@ def conv_module(conv_impl: str, platform: Optional[str] = None,
   return Im2colConv if conv_impl == 'im2col' else nn.Conv
 
 
+def steps_in_one_loop(platform: str, model_config) -> bool:
+  """Whether a call of several train steps may be one XLA loop on
+  `platform`, or must dispatch its steps one by one.
+
+  XLA:CPU computes a conv's kernel gradient far slower inside a loop body
+  than outside one (jax#12868): on this project's 2-core VMs a 3x3 conv's
+  train step on (128, 32, 32, 16) took 0.87 s a step inside any loop
+  (fori_loop, scan) against 0.037 s outside or unrolled, and ResNet-20 at
+  batch 128 17 s against 0.66 s (docs/performance.md). So on CPU a model
+  with XLA's convs dispatches its steps one by one (asynchronously, the
+  same math); dense layers and im2col's convs (matmuls) loop.
+  """
+  if platform != 'cpu' or model_config.kind == 'mlp':
+    return True
+  return conv_module(model_config.conv_impl, platform, model_config.dtype,
+                     model_config.kind) is Im2colConv
+
+
 def compiler_options(platform: str) -> Optional[dict]:
   """XLA options for the train step on `platform` (None: XLA's defaults).
 

@@ -283,15 +283,37 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
 
 
 def jit_train_loop(mesh, schedule, take, steps_per_epoch: int,
-                   skip_nonfinite: bool = False, label_smoothing: float = 0.0):
-  """train_loop compiled over the mesh, state and metrics donated."""
+                   skip_nonfinite: bool = False, label_smoothing: float = 0.0,
+                   one_loop: bool = True):
+  """(state, metrics, inputs, n) -> n train steps: train_loop compiled over
+  the mesh, state and metrics donated; or, where one loop would be slow
+  (`one_loop` False: cpu.steps_in_one_loop), the same step jitted alone and
+  dispatched n times, without waiting for any of them."""
   repl = mesh_lib.replicated(mesh)
-  return jax.jit(
-      functools.partial(train_loop, take=take, steps_per_epoch=steps_per_epoch,
-                        schedule=schedule, skip_nonfinite=skip_nonfinite,
-                        label_smoothing=label_smoothing),
-      out_shardings=(repl, repl), donate_argnums=(0, 1),
-      compiler_options=cpu.compiler_options(mesh.devices.flat[0].platform))
+  step_kwargs = dict(schedule=schedule, skip_nonfinite=skip_nonfinite,
+                     label_smoothing=label_smoothing)
+  options = cpu.compiler_options(mesh.devices.flat[0].platform)
+  if one_loop:
+    return jax.jit(functools.partial(train_loop, take=take,
+                                     steps_per_epoch=steps_per_epoch,
+                                     **step_kwargs),
+                   out_shardings=(repl, repl), donate_argnums=(0, 1),
+                   compiler_options=options)
+
+  def one_step(state, train_metrics, inputs, i):
+    # train_loop's body, outside any loop.
+    batch = take(inputs, state.step % steps_per_epoch, i)
+    return train_step(state, batch, train_metrics, **step_kwargs)
+
+  step = jax.jit(one_step, out_shardings=(repl, repl), donate_argnums=(0, 1),
+                 compiler_options=options)
+
+  def calls(state, train_metrics, inputs, num_steps):
+    for i in range(num_steps):
+      state, train_metrics = step(state, train_metrics, inputs, np.int32(i))
+    return state, train_metrics
+
+  return calls
 
 
 def evaluate(p_eval, state, batches, mesh) -> dict:
@@ -574,8 +596,10 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   skip_nonfinite = config.nonfinite == 'skip'
   steps = jit_steps(mesh, schedule, skip_nonfinite, config.label_smoothing)
-  loop = jit_train_loop(mesh, schedule, feed.take, steps_per_epoch,
-                        skip_nonfinite, config.label_smoothing)
+  loop = jit_train_loop(
+      mesh, schedule, feed.take, steps_per_epoch, skip_nonfinite,
+      config.label_smoothing,
+      cpu.steps_in_one_loop(mesh.devices.flat[0].platform, config.model))
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   report = summaries.progress(num_steps, writer)

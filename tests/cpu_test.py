@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from bn_study import cpu
+from tests import helpers
 from tests.conftest import ROOT
 
 LINUX = 'linux'
@@ -82,3 +83,15 @@ def test_use_huge_pages_reexecutes_once_with_the_same_arguments(tmp_path):
   assert _run(tmp_path, huge_pages=True) == (['two', '--args'], True, 2)
   # The opt-out leaves the process as it is.
   assert _run(tmp_path, huge_pages=False) == (['two', '--args'], False, 1)
+
+
+def test_steps_loop_in_xla_unless_cpu_convs_are_xla_convs():
+  def model(**overrides):
+    return helpers.tiny_config(**{f'model.{k}': v
+                                  for k, v in overrides.items()}).model
+  assert cpu.steps_in_one_loop('gpu', model(conv_impl='xla'))
+  assert cpu.steps_in_one_loop('cpu', model(conv_impl='im2col'))
+  assert cpu.steps_in_one_loop('cpu', model(kind='mlp'))
+  assert not cpu.steps_in_one_loop('cpu', model(conv_impl='xla'))
+  assert not cpu.steps_in_one_loop('cpu', model(kind='resnet_cifar',
+                                                conv_impl='auto'))

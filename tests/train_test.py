@@ -383,16 +383,20 @@ def _final(workdir, state):
   return leaves, scalars
 
 
-@pytest.mark.parametrize('data_on_device', ['on', 'off'])
+@pytest.mark.parametrize('data_on_device,conv_impl', [
+    ('on', 'im2col'), ('off', 'im2col'), ('on', 'xla')])
 def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
-                                                        data_on_device):
+                                                        data_on_device,
+                                                        conv_impl):
+  # im2col: one XLA loop per call; xla on CPU: steps dispatched one by one
+  # (cpu.steps_in_one_loop).
   # 8 steps per epoch, logged every 8: calls of 7 and 1 steps; instruments
   # every 4 steps cut calls too, and every step is logged per call boundary.
   runs = {}
   for n in (1, 7):
     workdir = tmp_path / str(n)
     state = _train(workdir, steps_per_call=n, data_on_device=data_on_device,
-                   log_every_steps=8, augment='crop_flip',
+                   log_every_steps=8, **{'model.conv_impl': conv_impl}, augment='crop_flip',
                    eval_stats='ema,precise',
                    **{'analysis.every_steps': 8, 'analysis.probe_size': 8})
     runs[n] = _final(workdir, state)
