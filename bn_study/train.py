@@ -626,8 +626,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     with preemption.Preemption() as preempt:
       while step < num_steps:
         if preempt.requested(step):
-          train_log.write()
-          _stop_preempted(step, state, train_metrics, ckpts, writer)
+          with timing.excluded(state):
+            train_log.write()
+            _stop_preempted(step, state, train_metrics, ckpts, writer)
         epoch, position = divmod(step, steps_per_epoch)
         end = call_end(step, config, steps_per_epoch, num_steps,
                        steps_per_call, bool(instruments))
