@@ -372,6 +372,7 @@ def loop_row(config_spec: str, batch_size: int, overrides, cache_dir: str,
     _override(config, *o.split('=', 1))
   feed = feeds.make_feed(config, mesh_lib.make_mesh(), 1)
   info, steps_per_epoch = feed.info, feed.steps_per_epoch
+  on_device = feed.on_device
   del feed
   step_s = measure_batch_size(_setup(config, info, steps_per_epoch),
                               batch_size, repeats, warmup, None)['step_s']
@@ -388,7 +389,7 @@ def loop_row(config_spec: str, batch_size: int, overrides, cache_dir: str,
   return {'config': config_spec, 'batch_size': batch_size,
           'overrides': list(overrides), 'data': info.name,
           'model': describe_model(config.model),
-          'data_on_device': config.data_on_device,
+          'data_on_device': on_device,
           'step_s': step_s, 'loop_step_s': loop_step_s,
           'loop_steps': timing['train_steps'],
           'loop_overhead': loop_step_s / step_s,
