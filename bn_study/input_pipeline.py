@@ -237,15 +237,20 @@ class Pipeline:
     are decoded."""
     if keep is None and self._all is not None:
       return self._all
-    ds = self._encoded.enumerate()
-    if keep is not None:
+    ds = self._encoded
+    if keep is not None and len(keep) and keep[-1] - keep[0] + 1 == len(keep):
+      # A contiguous range (a host's rows of the split on the devices):
+      # skipping encoded records costs far less than testing each index.
+      ds = ds.skip(int(keep[0])).take(len(keep))
+    elif keep is not None:
       wanted = np.zeros(self._num_train, bool)
       wanted[keep] = True
       wanted = tf.constant(wanted)
-      ds = ds.filter(lambda i, ex: tf.gather(wanted, i))
+      ds = ds.enumerate().filter(lambda i, ex: tf.gather(wanted, i)).map(
+          lambda i, ex: ex)
     feature = self._image_feature
 
-    def decode(_, ex):
+    def decode(ex):
       image = ex['image']
       if image.dtype == tf.string:  # Mock datasets come decoded.
         image = feature.decode_example(image)
