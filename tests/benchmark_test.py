@@ -143,3 +143,31 @@ def test_kernel_usage_reads_this_process_so_far():
   # (system seconds, minor faults) of this process so far, in that order.
   assert isinstance(before[0], float) and isinstance(before[1], int)
   assert before[0] <= usage.ru_stime and before[1] <= usage.ru_minflt
+
+
+def test_loop_rows_write_overhead_and_startup(learnable_data_dir, tmp_path):
+  out = tmp_path / 'loop.json'
+  row = (f'configs/tiny.py@8 dataset={helpers.LEARNABLE} '
+         f'data_dir={learnable_data_dir} log_every_steps=4')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', f'--loop={row}',
+       '--loop_seconds=0.01', '--repeats=2', '--warmup=1',
+       f'--compilation_cache_dir={tmp_path / "cache"}', f'--json={out}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert 'overhead' in proc.stdout and 'startup s' in proc.stdout
+  (result,) = json.loads(out.read_text())['loop']
+  assert result['batch_size'] == 8 and result['data_on_device'] is True
+  # At least 20 steps were asked for: the run's timed ones follow its first
+  # call, up to the end of the call that held step 20.
+  assert result['loop_steps'] >= 19
+  assert result['loop_overhead'] > 0 and result['startup_s'] > 0
+  assert result['loop_step_s'] == pytest.approx(
+      result['loop_overhead'] * result['step_s'])
+
+
+def test_bad_loop_rows_are_a_message():
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', '--loop=configs/tiny.py'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2 and 'CONFIG@BATCH' in proc.stderr
