@@ -14,7 +14,7 @@ if [ ! -d device_bundle/wheels ]; then
   echo "No device_bundle/: run scripts/device_bundle.sh on a machine with pip access first." >&2
   exit 2
 fi
-python3 -m pip install --quiet --no-index --no-deps --target device_bundle/site \
+python3 -m pip install --quiet --upgrade --no-index --no-deps --target device_bundle/site \
   device_bundle/wheels/*.whl 2>&1 | tail -n 3 || true
 export PYTHONPATH="$PWD/device_bundle/site${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true

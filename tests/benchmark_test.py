@@ -148,7 +148,7 @@ def test_kernel_usage_reads_this_process_so_far():
 def test_loop_rows_write_overhead_and_startup(learnable_data_dir, tmp_path):
   out = tmp_path / 'loop.json'
   row = (f'configs/tiny.py@8 dataset={helpers.LEARNABLE} '
-         f'data_dir={learnable_data_dir} log_every_steps=4')
+         f'data_dir={learnable_data_dir} log_every_steps=4 num_epochs=3')
   proc = subprocess.run(
       [sys.executable, '-m', 'bn_study.benchmark', f'--loop={row}',
        '--loop_seconds=0.01', '--repeats=2', '--warmup=1',
@@ -158,8 +158,8 @@ def test_loop_rows_write_overhead_and_startup(learnable_data_dir, tmp_path):
   assert 'overhead' in proc.stdout and 'startup s' in proc.stdout
   (result,) = json.loads(out.read_text())['loop']
   assert result['batch_size'] == 8 and result['data_on_device'] is True
-  # At least 20 steps were asked for: the run's timed ones follow its first
-  # call, up to the end of the call that held step 20.
+  # At least 20 of its 24 steps were asked for: the timed ones follow its
+  # first call (one step), up to the end of the call that held step 20.
   assert result['loop_steps'] >= 19
   assert result['loop_overhead'] > 0 and result['startup_s'] > 0
   assert result['loop_step_s'] == pytest.approx(

@@ -9,15 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.conftest import ROOT
 
-
-def _env():
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = ' '.join(
-      f for f in env.get('XLA_FLAGS', '').split()
-      if not f.startswith('--xla_force_host_platform_device_count'))
-  return env
+_env = helpers.env_without_device_count
 
 
 def _command(out, feed, devices=1, augment='crop_flip', **distributed):

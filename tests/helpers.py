@@ -1,5 +1,7 @@
 """Shared test data: tiny configs, learnable fake datasets, event readers."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -45,6 +47,16 @@ def mock_learnable(num_train, num_eval):
     return tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
 
   return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def env_without_device_count():
+  """This environment, less any simulated device count, for subprocesses
+  that set their own (tests/run_tiny.py, tests/dump_batches.py)."""
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = ' '.join(
+      f for f in env.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_force_host_platform_device_count'))
+  return env
 
 
 def eval_batches(pipeline, mesh):

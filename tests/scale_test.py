@@ -12,7 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests import helpers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_env = helpers.env_without_device_count
 
 
 def _command(tmp, name, devices, overrides=(), **distributed):
@@ -21,15 +25,6 @@ def _command(tmp, name, devices, overrides=(), **distributed):
   cmd += [f'--set={o}' for o in overrides]
   cmd += [f'--{k}={v}' for k, v in distributed.items()]
   return cmd
-
-
-def _env():
-  """The environment, less any device count: run_tiny sets its own."""
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = ' '.join(
-      f for f in env.get('XLA_FLAGS', '').split()
-      if not f.startswith('--xla_force_host_platform_device_count'))
-  return env
 
 
 def _run(tmp, name, devices, overrides=()):
