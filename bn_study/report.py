@@ -23,7 +23,7 @@ import numpy as np
 from bn_study import runs as runs_lib
 
 # Fields that say where or how a run was launched, not what it studies.
-NOT_COMPARED = ('seed', 'data_dir', 'download')
+NOT_COMPARED = ('seed', 'data_dir', 'download', 'image_folder')
 
 
 @dataclasses.dataclass
@@ -161,7 +161,16 @@ def _status(run):
 # Plots.
 
 
+def have_matplotlib() -> bool:
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  return importlib.util.find_spec('matplotlib') is not None
+
+
 def _plt():
+  """pyplot, or None where matplotlib is not installed (the report then has
+  its tables and no plots)."""
+  if not have_matplotlib():
+    return None
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -186,6 +195,8 @@ def _draw_band(ax, curves, label, color):
 
 def plot_train_loss(groups, thresholds, smoothing, path):
   plt = _plt()
+  if plt is None:
+    return
   fig, ax = plt.subplots(figsize=(7, 4.5))
   for i, g in enumerate(groups):
     curves = [(r.scalars['train/loss'].steps,
@@ -207,6 +218,8 @@ def plot_train_loss(groups, thresholds, smoothing, path):
 
 def plot_eval(groups, mode, path):
   plt = _plt()
+  if plt is None:
+    return
   fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
   for i, g in enumerate(groups):
     for ax, metric in zip(axes, ('accuracy', 'loss')):
@@ -250,6 +263,8 @@ def _mean_curve(runs, tag):
 def plot_act(groups, layers, path, unit=''):
   """Ioffe & Szegedy's Figure 1 per layer: p15..p85 band and p50 over steps."""
   plt = _plt()
+  if plt is None:
+    return
   fig, axes = plt.subplots(len(layers), len(groups), squeeze=False,
                            figsize=(3.6 * len(groups), 2.2 * len(layers)),
                            sharex=True)
@@ -283,6 +298,8 @@ def plot_figure1(groups, layer, path):
   """Ioffe & Szegedy's Figure 1 on these runs: (a) test accuracy vs step per
   group; then per group, one unit's input percentiles over training."""
   plt = _plt()
+  if plt is None:
+    return
   fig, axes = plt.subplots(1, 1 + len(groups), squeeze=False,
                            figsize=(4 * (1 + len(groups)), 3.4))
   axes = axes[0]
@@ -314,6 +331,8 @@ def plot_figure1(groups, layer, path):
 def plot_per_layer(groups, prefix, layers, metrics, path, title, log=()):
   """Rows = metrics, columns = layers; one line per group (mean over seeds)."""
   plt = _plt()
+  if plt is None:
+    return
   fig, axes = plt.subplots(len(metrics), len(layers), squeeze=False,
                            figsize=(2.8 * len(layers), 2.4 * len(metrics)),
                            sharex=True)
@@ -338,6 +357,8 @@ def plot_per_layer(groups, prefix, layers, metrics, path, title, log=()):
 
 def plot_smoothness(groups, path):
   plt = _plt()
+  if plt is None:
+    return
   metrics = ('loss_range', 'grad_change_max', 'beta_max')
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
   for ax, metric in zip(axes, metrics):
@@ -562,6 +583,9 @@ def write_report(roots: Sequence[str], out: str,
                    f' | {r.wall_time / 60:.1f} | `{r.path}` |')
   path = os.path.join(out, 'report.md')
   with open(path, 'w') as f:
+    if not have_matplotlib():
+      lines = [l for l in lines if not l.startswith('![')]
+      lines.insert(2, '*No plots: matplotlib is not installed here.*\n')
     f.write('\n'.join(lines) + '\n')
   return path
 

@@ -106,3 +106,16 @@ def test_report_bad_input_is_a_message(tmp_path):
   proc = _run_report(str(tmp_path), f'--out={tmp_path / "r"}',
                      '--thresholds=a')
   assert proc.returncode == 2 and '--thresholds=a must be numbers' in proc.stderr
+
+
+def test_report_without_matplotlib_has_tables_and_says_so(tiny_study,
+                                                          tmp_path,
+                                                          monkeypatch):
+  _, workdir, _ = tiny_study
+  monkeypatch.setattr(report, 'have_matplotlib', lambda: False)
+  out = str(tmp_path / 'report')
+  path = report.write_report([workdir], out, (2.0,), 0.6)
+  text = open(path).read()
+  assert 'No plots: matplotlib is not installed' in text
+  assert '![' not in text and '| norm=batch |' in text
+  assert not [f for f in os.listdir(out) if f.endswith('.png')]
