@@ -57,31 +57,38 @@ def _assert_equal(a, b):
 
 
 @pytest.fixture(scope='module')
-def host_one(tmp_path_factory):
-  return _dump(tmp_path_factory.mktemp('host'), 'one', 'host')
+def both(tmp_path_factory):
+  """{augment: one process's tf.data (host_*) and device (device_*) batches}."""
+  tmp = tmp_path_factory.mktemp('both')
+  return {augment: _dump(tmp, augment, 'both', augment=augment)
+          for augment in ('none', 'crop_flip')}
+
+
+def _part(dump, prefix):
+  return {k[len(prefix):]: v for k, v in dump.items() if k.startswith(prefix)}
 
 
 @pytest.mark.parametrize('augment', ['none', 'crop_flip'])
-def test_tf_data_and_on_device_batches_are_identical(tmp_path, augment):
-  host = _dump(tmp_path, 'host', 'host', augment=augment)
-  device = _dump(tmp_path, 'device', 'device', augment=augment)
-  _assert_equal(_train(host), _train(device))
+def test_tf_data_and_on_device_batches_are_identical(both, augment):
+  host, device = _part(both[augment], 'host_'), _part(both[augment], 'device_')
+  assert any(k.startswith('eval') for k in host)
+  _assert_equal(host, device)
   # An augmented epoch differs from the plain one, so the test could fail.
-  if augment == 'crop_flip':
-    plain = _dump(tmp_path, 'plain', 'host', augment='none')
-    assert not np.array_equal(plain['train0_0_image'], host['train0_0_image'])
+  assert not np.array_equal(both['none']['host_train0_0_image'],
+                            both['crop_flip']['host_train0_0_image'])
 
 
-def test_split_sharded_over_8_devices_equals_1_device(tmp_path):
-  one = _dump(tmp_path, 'one', 'device', devices=1)
+def test_split_sharded_over_8_devices_equals_1_device(tmp_path, both):
   eight = _dump(tmp_path, 'eight', 'device', devices=8)
   assert int(eight['devices']) == 8
-  one.pop('devices'), eight.pop('devices')
-  _assert_equal(one, eight)
+  one = _part(both['crop_flip'], 'device_')
+  assert one.keys() == {k for k in eight if k.startswith(('train', 'eval'))}
+  for key in one:
+    np.testing.assert_array_equal(one[key], eight[key], err_msg=key)
 
 
-def test_two_hosts_read_half_and_make_the_same_global_batches(tmp_path,
-                                                              host_one):
+def test_two_hosts_read_half_and_make_the_same_global_batches(tmp_path):
+  host_one = _dump(tmp_path, 'one', 'host')
   # tf.data: each host keeps its slice of each global batch and decodes only
   # the examples in it (64 train examples, batches of 16: 4 steps).
   parts = _parallel(tmp_path, 'host', 'host', 1, distributed=False)

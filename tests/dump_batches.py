@@ -2,6 +2,7 @@
 process sees, in a fresh process (device count and distributed runtime are
 fixed when JAX starts; tests/data_path_test.py runs this):
 
+  python -m tests.dump_batches --feed=both --out=b.npz  # host_*, device_*
   python -m tests.dump_batches --feed=device --devices=8 --out=b.npz
   python -m tests.dump_batches --feed=host --num_processes=2 --process_id=1 --out=b1.npz
 """
@@ -12,7 +13,8 @@ import os
 
 def main():
   parser = argparse.ArgumentParser()
-  parser.add_argument('--feed', choices=('host', 'device'), required=True)
+  parser.add_argument('--feed', choices=('host', 'device', 'both'),
+                      required=True)
   parser.add_argument('--devices', type=int, default=1)
   parser.add_argument('--out', required=True)
   parser.add_argument('--augment', default='crop_flip')
@@ -34,7 +36,23 @@ def main():
   config = helpers.tiny_config(augment=args.augment, normalize='per_channel',
                                batch_size=16, eval_batch_size=16)
   out = {}
-  if args.feed == 'host':  # Processes without a distributed runtime.
+  if args.feed == 'both':  # One process: host_* and device_* batches.
+    mesh = mesh_lib.make_mesh()
+    with helpers.mock_learnable(64, 21):
+      pipeline = input_pipeline.Pipeline(config)
+    data = device_data.DeviceData(pipeline, config, mesh)
+    for epoch in (0, 1):
+      inputs = data.inputs(epoch)
+      for k, batch in enumerate(pipeline.train(epoch)):
+        device = jax.device_get(data.batch(inputs, k))
+        for key in ('image', 'label'):
+          out[f'host_train{epoch}_{k}_{key}'] = batch[key]
+          out[f'device_train{epoch}_{k}_{key}'] = device[key]
+    for k, (batch, device) in enumerate(zip(pipeline.eval(), data.eval())):
+      for key in batch:
+        out[f'host_eval{k}_{key}'] = batch[key]
+        out[f'device_eval{k}_{key}'] = jax.device_get(device[key])
+  elif args.feed == 'host':  # Processes without a distributed runtime.
     with helpers.mock_learnable(64, 21):
       pipeline = input_pipeline.Pipeline(
           config, process_index=args.process_id,
