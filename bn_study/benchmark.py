@@ -615,6 +615,13 @@ def format_table(result: dict) -> str:
   return '\n'.join(lines)
 
 
+def _write_json(result: dict, path: Optional[str]):
+  if path:
+    with open(path, 'w') as f:
+      json.dump(result, f, indent=2)
+    print(f'wrote {path}')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -637,10 +644,7 @@ def main(argv):
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
     print(format_loop_table(result))
-    if FLAGS.json:
-      with open(FLAGS.json, 'w') as f:
-        json.dump(result, f, indent=2)
-      print(f'wrote {FLAGS.json}')
+    _write_json(result, FLAGS.json)
     return
   try:
     sizes = [int(b) for b in FLAGS.batch_sizes]
@@ -677,10 +681,7 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   print(format_table(result))
-  if FLAGS.json:
-    with open(FLAGS.json, 'w') as f:
-      json.dump(result, f, indent=2)
-    print(f'wrote {FLAGS.json}')
+  _write_json(result, FLAGS.json)
 
 
 if __name__ == '__main__':

@@ -203,6 +203,7 @@ class Pipeline:
     self.eval_batch_size = config.eval_batch_size
     self.decoded = 0  # Train images decoded so far, by this host.
     self._all = None  # One process: the whole decoded train split.
+    self._all_tensors = None  # The same, as tensors for tf.data.
     self._num_train = num_train = _num_examples(
         _split(builder, config.train_split), builder, config.train_split)
     channels = features['image'].shape[-1]
@@ -294,16 +295,18 @@ class Pipeline:
                            self.batch_size),
         self._process_index, self._process_count)[start_step:]
     if self._process_count == 1:
-      images, labels = self.read_train()
+      # The split as tensors once, not a copy per epoch (or per PreciseBN).
+      if self._all_tensors is None:
+        self._all_tensors = tuple(tf.constant(a) for a in self.read_train())
+      images, labels = self._all_tensors
       rows = indices
     else:
       keep = np.unique(indices)
-      images, labels = self.read_train(keep)
+      images, labels = (tf.constant(a) for a in self.read_train(keep))
       rows = np.searchsorted(keep, indices).astype(np.int32)
     params = np.zeros((*indices.shape, 3), np.int32)
     if self._augment == 'crop_flip':
       params = data_order.crop_flip(self._seed, epoch, n)[indices]
-    images, labels = tf.constant(images), tf.constant(labels)
     augment = self._augment == 'crop_flip'
 
     def batch(rows, params):
