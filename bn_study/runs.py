@@ -9,7 +9,7 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 from tensorboard.backend.event_processing import event_file_loader
@@ -53,6 +53,18 @@ class Run:
     return float(max(times) - min(times)) if times else 0.0
 
 
+def event_scalars(event) -> Iterator[Tuple[str, float]]:
+  """(tag, value) of every scalar in one event (not text or images)."""
+  for value in event.summary.value:
+    if value.HasField('tensor'):
+      array = tensor_util.make_ndarray(value.tensor)
+      if array.size != 1 or array.dtype.kind not in 'fiub':
+        continue
+      yield value.tag, float(array.reshape(()))
+    elif value.HasField('simple_value'):
+      yield value.tag, float(value.simple_value)
+
+
 def read_scalars(workdir: str) -> Dict[str, Series]:
   """Every scalar in `workdir`'s event files, merged across files.
 
@@ -63,19 +75,10 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
   for path in sorted(glob.glob(os.path.join(workdir,
                                             'events.out.tfevents.*'))):
     for event in event_file_loader.EventFileLoader(path).Load():
-      for value in event.summary.value:
-        if value.HasField('tensor'):
-          array = tensor_util.make_ndarray(value.tensor)
-          if array.size != 1 or array.dtype.kind not in 'fiub':
-            continue  # Not a scalar (text, images).
-          scalar = float(array.reshape(()))
-        elif value.HasField('simple_value'):
-          scalar = float(value.simple_value)
-        else:
-          continue
-        prev = raw.setdefault(value.tag, {}).get(event.step)
+      for tag, scalar in event_scalars(event):
+        prev = raw.setdefault(tag, {}).get(event.step)
         if prev is None or event.wall_time >= prev[1]:
-          raw[value.tag][event.step] = (scalar, event.wall_time)
+          raw[tag][event.step] = (scalar, event.wall_time)
   out = {}
   for tag, by_step in raw.items():
     steps = np.array(sorted(by_step), dtype=np.int64)
@@ -110,7 +113,9 @@ def find_runs(roots: List[str]) -> Tuple[List[Run], List[str]]:
       continue
     first = len(runs)
     for dirpath, dirnames, filenames in os.walk(root):
-      dirnames[:] = sorted(d for d in dirnames if d != 'checkpoints')
+      # Hidden folders are tools' own (.tune: the Ray engine's trial records).
+      dirnames[:] = sorted(d for d in dirnames
+                           if d != 'checkpoints' and not d.startswith('.'))
       has_events = any(f.startswith('events.out.tfevents.') for f in filenames)
       if 'config.json' in filenames:
         run = load_run(dirpath)

@@ -20,6 +20,7 @@ checkpoints). Nothing here imports JAX: it only builds command lines.
 """
 
 import concurrent.futures
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -28,11 +29,13 @@ import pathlib
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent  # Where main.py lives.
 
@@ -177,13 +180,18 @@ def load(spec: str):
   return module.CONFIG, [dict(p) for p in points]
 
 
-def check_fields(config_path: str, points: Sequence[Point]):
-  """Every overridden field exists in the base config, before anything runs."""
-  file = config_path if os.path.isabs(config_path) else ROOT / config_path
-  if not pathlib.Path(file).is_file():
+def config_file(config_path: str) -> pathlib.Path:
+  file = pathlib.Path(config_path if os.path.isabs(config_path)
+                      else ROOT / config_path)
+  if not file.is_file():
     raise SweepError(f'The sweep\'s CONFIG={config_path!r} is not a file '
                      '(paths are relative to the repository root).')
-  config = load_module(file).get_config()
+  return file
+
+
+def check_fields(config_path: str, points: Sequence[Point]):
+  """Every overridden field exists in the base config, before anything runs."""
+  config = load_module(config_file(config_path)).get_config()
   for i, point in enumerate(points):
     for key in point:
       target = config
@@ -194,12 +202,20 @@ def check_fields(config_path: str, points: Sequence[Point]):
         target = target[part]
 
 
-def is_finished(workdir: pathlib.Path, point: Optional[Point] = None) -> bool:
+def workdir_path(workdir) -> epath.Path:
+  """A workdir as a path: local ones absolute; gs:// and other remote ones
+  through the same file systems as main.py's."""
+  text = str(workdir)
+  return epath.Path(text if '://' in text else os.path.abspath(text))
+
+
+def is_finished(workdir, point: Optional[Point] = None) -> bool:
   """Whether main.py has written its final checkpoint in `workdir`.
 
   A `point` that sets num_epochs asks for that many, whatever the workdir's
   config.json says: raising it extends finished runs (main.py resumes them).
   """
+  workdir = workdir_path(workdir)
   try:
     config = json.loads((workdir / 'config.json').read_text())
     dataset = json.loads((workdir / 'dataset.json').read_text())
@@ -213,29 +229,118 @@ def is_finished(workdir: pathlib.Path, point: Optional[Point] = None) -> bool:
   return bool(steps) and max(steps) >= total
 
 
-def _run_one(argv, workdir: pathlib.Path, name: str):
-  workdir.mkdir(parents=True, exist_ok=True)
+STOPPED = 'stopped_early.json'  # A scheduler's verdict on a run (Ray engine).
+
+
+@dataclasses.dataclass
+class Job:
+  """One run to start or resume: its main.py argv (from the repository root)
+  and its workdir (absolute, or a gs:// URL)."""
+  name: str
+  argv: List[str]
+  workdir: str
+  epochs: int  # How many it trains for.
+
+
+def plan(root: epath.Path, config_path: str, names: Sequence[str],
+         points: Sequence[Point], extra: Sequence[str]):
+  """The runs still to do, each announced as it is decided, and how many a
+  scheduler stopped before: finished runs and those are skipped, interrupted
+  ones resume."""
+  todo, stopped = [], 0
+  base_epochs = load_module(config_file(config_path)).get_config().num_epochs
+  for name, point in zip(names, points):
+    run_dir = root / name
+    if is_finished(run_dir, point):
+      print(f'skip    {name} (finished)', flush=True)
+      continue
+    if (run_dir / STOPPED).exists():
+      verdict = json.loads((run_dir / STOPPED).read_text())
+      print(f'skip    {name} (stopped early by {verdict["by"]} at epoch '
+            f'{verdict["epoch"]:g}; delete {run_dir / STOPPED} to resume it)',
+            flush=True)
+      stopped += 1
+      continue
+    resuming = (run_dir / 'checkpoints').is_dir()
+    print(f'{"resume " if resuming else "start  "} {name}', flush=True)
+    todo.append(Job(name, main_command(config_path, str(run_dir), point, extra),
+                    str(run_dir), point.get('num_epochs', base_epochs)))
+  return todo, stopped
+
+
+class RunLog:
+  """A run's train.log, appended to by each attempt, with the command first.
+
+  main.py writes into a local file; for a remote workdir that file is a local
+  copy, uploaded by sync() and on close.
+  """
+
+  def __init__(self, workdir: str, argv: Sequence[str]):
+    self._remote = workdir_path(workdir) / 'train.log' if '://' in workdir else None
+    if self._remote:
+      handle, path = tempfile.mkstemp(suffix='.train.log')
+      os.close(handle)
+      self.path = pathlib.Path(path)
+      if self._remote.exists():
+        self.path.write_bytes(self._remote.read_bytes())
+    else:
+      self.path = pathlib.Path(workdir) / 'train.log'
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+    self.file = open(self.path, 'ab')
+    self.file.write(f'\n$ {shlex.join(argv)}\n'.encode())
+    self.file.flush()
+
+  def sync(self):
+    if self._remote:
+      self._remote.write_bytes(self.path.read_bytes())
+
+  def close(self):
+    self.file.close()
+    self.sync()
+    if self._remote:
+      self.path.unlink()
+
+
+def failure(name: str, reason: str, workdir: str) -> str:
+  """What a failed run prints: why (its exit status) and its log's end."""
+  log = workdir_path(workdir) / 'train.log'
+  try:
+    lines = log.read_text(errors='replace').strip().splitlines()[-5:]
+  except OSError:
+    lines = ['(no train.log)']
+  tail = '\n'.join('        ' + l for l in lines)
+  return f'FAILED  {name} ({reason}; log: {log})\n{tail}'
+
+
+def launch(job: Job, log: RunLog, root: pathlib.Path = ROOT,
+           **popen_args) -> subprocess.Popen:
+  """Starts `python main.py ...` of `job` from the repository at `root`."""
+  return subprocess.Popen([sys.executable] + job.argv, cwd=root,
+                          stdout=log.file, stderr=subprocess.STDOUT,
+                          **popen_args)
+
+
+def _run_local(job: Job) -> str:
   start = time.time()
-  with open(workdir / 'train.log', 'ab') as log:
-    log.write(f'\n$ {shlex.join(argv)}\n'.encode())
-    log.flush()
-    proc = subprocess.run([sys.executable] + argv, cwd=ROOT, stdout=log,
-                          stderr=subprocess.STDOUT, check=False)
-  seconds = time.time() - start
-  if proc.returncode == 0:
-    print(f'done    {name} ({seconds:.0f} s)', flush=True)
-  else:
-    tail = (workdir / 'train.log').read_text(errors='replace').strip()
-    tail = '\n'.join('        ' + l for l in tail.splitlines()[-5:])
-    print(f'FAILED  {name} (exit {proc.returncode}; log: '
-          f'{workdir / "train.log"})\n{tail}', flush=True)
-  return proc.returncode
+  log = RunLog(job.workdir, job.argv)
+  try:
+    code = launch(job, log).wait()
+  finally:
+    log.close()
+  if code == 0:
+    print(f'done    {job.name} ({time.time() - start:.0f} s)', flush=True)
+    return 'done'
+  print(failure(job.name, f'exit {code}', job.workdir), flush=True)
+  return 'failed'
 
 
 def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
-        print_commands: bool = False, extra: Sequence[str] = ()) -> int:
+        print_commands: bool = False, extra: Sequence[str] = (),
+        engine=None) -> int:
   """Runs (or lists) a sweep; the number of runs that failed. `extra`:
-  FIELD=VALUE overrides of every run (where the data is, say)."""
+  FIELD=VALUE overrides of every run (where the data is, say). `engine`: a
+  function of the jobs to {name: 'done'|'failed'|'stopped'}, the local one
+  (`parallel` subprocesses) if None."""
   config_path, points = load(spec)
   for e in extra:
     if '=' not in e:
@@ -244,7 +349,7 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
   check_fields(config_path, [{e.split('=', 1)[0]: None for e in extra}])
   names = run_names(points)
   check_fields(config_path, points)
-  root = pathlib.Path(os.path.abspath(workdir))
+  root = workdir_path(workdir)
   if dry_run or print_commands:
     for name, point in zip(names, points):
       if print_commands:
@@ -258,22 +363,46 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
       {'sweep': spec, 'config': config_path,
        'runs': [{'name': n, 'overrides': p} for n, p in zip(names, points)]},
       indent=2))
-  todo = []
-  for name, point in zip(names, points):
-    run_dir = root / name
-    if is_finished(run_dir, point):
-      print(f'skip    {name} (finished)', flush=True)
-      continue
-    resuming = (run_dir / 'checkpoints').is_dir()
-    print(f'{"resume " if resuming else "start  "} {name}', flush=True)
-    todo.append((main_command(config_path, str(run_dir), point, extra),
-                 run_dir, name))
-  with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
-    codes = list(pool.map(lambda t: _run_one(*t), todo))
-  failed = sum(c != 0 for c in codes)
-  print(f'{len(points)} runs: {len(points) - len(todo)} already finished, '
-        f'{len(todo) - failed} ran, {failed} failed.', flush=True)
-  return failed
+  todo, earlier = plan(root, config_path, names, points, extra)
+  if not todo:
+    outcomes = {}
+  elif engine is None:
+    with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
+      outcomes = dict(zip([j.name for j in todo], pool.map(_run_local, todo)))
+  else:
+    outcomes = engine(todo, root)
+  counts = {k: sum(o == k for o in outcomes.values())
+            for k in ('done', 'failed', 'stopped')}
+  stopped = counts['stopped'] + earlier
+  print(f'{len(points)} runs: {len(points) - len(todo) - earlier} already '
+        f'finished, {counts["done"]} ran, {counts["failed"]} failed' +
+        (f', {stopped} stopped early.' if stopped else '.'), flush=True)
+  return counts['failed']
+
+
+def _engine(lib):
+  """The engine the flags ask for (None: the local one), or a SweepError."""
+  ray_flags = ('ray_address', 'resources_per_run', 'max_failures',
+               'scheduler', 'metric', 'mode', 'grace_epochs',
+               'reduction_factor')
+  if FLAGS.engine == 'local':
+    given = [f for f in ray_flags if FLAGS[f].present]
+    if given:
+      raise lib.SweepError(f'--{given[0]} is for --engine=ray; add it, or '
+                           'leave the flag out to run on this machine.')
+    return None
+  if FLAGS['parallel'].present:
+    raise lib.SweepError(
+        '--parallel is for --engine=local; with --engine=ray, '
+        '--resources_per_run decides how many runs share the cluster.')
+  # pylint: disable-next=g-import-not-at-top
+  from bn_study import ray_engine
+  options = ray_engine.make_options(
+      FLAGS.ray_address, FLAGS.resources_per_run, FLAGS.max_failures,
+      FLAGS.scheduler, FLAGS.metric, FLAGS.mode, FLAGS.grace_epochs,
+      FLAGS.reduction_factor)
+  ray_engine.import_ray()  # Before anything runs.
+  return lambda jobs, root: ray_engine.run(jobs, root, options)
 
 
 def main(argv):
@@ -290,8 +419,9 @@ def main(argv):
   # __main__ one: raise and catch through that one.
   from bn_study import sweep as lib  # pylint: disable=g-import-not-at-top
   try:
+    engine = _engine(lib)
     failed = lib.run(FLAGS.sweep, FLAGS.workdir, FLAGS.parallel, FLAGS.dry_run,
-                     FLAGS.print_commands, FLAGS.set)
+                     FLAGS.print_commands, FLAGS.set, engine)
   except lib.SweepError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -303,8 +433,9 @@ def _define_flags():
   # name, a second module object beside __main__.
   flags.DEFINE_string('sweep', None, 'A sweep file (configs/sweeps/*.py), '
                       'optionally `:ARG` passed to its get_sweep().')
-  flags.DEFINE_string('workdir', None, 'Parent of every run\'s workdir.')
-  flags.DEFINE_integer('parallel', 1, 'Runs at once.')
+  flags.DEFINE_string('workdir', None, 'Parent of every run\'s workdir '
+                      '(with --engine=ray, one every node sees).')
+  flags.DEFINE_integer('parallel', 1, 'Runs at once (--engine=local).')
   flags.DEFINE_bool('dry_run', False, 'Print each run\'s name and overrides; '
                     'run nothing.')
   flags.DEFINE_multi_string('set', [], 'FIELD=VALUE: a config override of '
@@ -312,6 +443,26 @@ def _define_flags():
                             'sweep\'s own.')
   flags.DEFINE_bool('print_commands', False, 'Print the main.py command of '
                     'each run (for other machines); run nothing.')
+  flags.DEFINE_enum('engine', 'local', ['local', 'ray'], 'local: subprocesses '
+                    'on this machine; ray: Ray Tune trials on a Ray cluster '
+                    '(pip install -r requirements-ray.txt).')
+  flags.DEFINE_string('ray_address', '', 'The Ray cluster: empty starts one '
+                      'on this machine; auto or HOST:PORT joins one.')
+  flags.DEFINE_string('resources_per_run', 'cpu=1', 'What each run holds, '
+                      'NAME=AMOUNT,...: cpu, gpu, or a custom resource such as '
+                      'TPU.')
+  flags.DEFINE_integer('max_failures', 3, 'Retries of a run whose worker or '
+                       'node died; each resumes from its latest checkpoint.')
+  flags.DEFINE_string('scheduler', '', 'Trial scheduler: empty (run all to '
+                      'the end) or asha (stop poor runs early).')
+  flags.DEFINE_string('metric', 'eval/accuracy', 'What the scheduler ranks '
+                      'runs by: an eval scalar, e.g. eval/loss.')
+  flags.DEFINE_string('mode', '', 'max or min; empty: max for accuracy, min '
+                      'for loss.')
+  flags.DEFINE_integer('grace_epochs', 1, 'ASHA: epochs every run trains '
+                       'before it can be stopped.')
+  flags.DEFINE_float('reduction_factor', 3, 'ASHA: 1/this of the runs go on '
+                     'at each rung.')
 
 
 FLAGS = flags.FLAGS

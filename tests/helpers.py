@@ -2,10 +2,13 @@
 
 import os
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from bn_study import checkpoints
 from bn_study import mesh as mesh_lib
 from bn_study import runs
 from configs import tiny
@@ -93,3 +96,28 @@ def prepare_learnable(data_dir, num_train=64, num_eval=21):
       name=LEARNABLE, version='1.0.0', features=features,
       split_datasets=splits, data_dir=str(data_dir))
   return str(data_dir)
+
+
+TIMING_TAGS = ('steps_per_sec', 'uptime')  # Scalars that differ run to run.
+
+
+def final_result(workdir):
+  """(last step, final state as numpy leaves by path, logged scalars without
+  timing) of a main.py run."""
+  step = checkpoints.Checkpoints(str(workdir), read_only=True).latest_step()
+  state = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), checkpoints.STATE))
+  leaves = {jax.tree_util.keystr(k): np.asarray(v)
+            for k, v in jax.tree_util.tree_leaves_with_path(state)}
+  scalars = {t: v for t, v in read_scalars(str(workdir)).items()
+             if t not in TIMING_TAGS}
+  return step, leaves, scalars
+
+
+def assert_same_result(got, want):
+  """Bit for bit: the same last step, state and scalars."""
+  assert got[0] == want[0]
+  assert got[1].keys() == want[1].keys()
+  for key in want[1]:
+    np.testing.assert_array_equal(got[1][key], want[1][key], err_msg=key)
+  assert got[2] == want[2]

@@ -1,4 +1,5 @@
-"""Importing bn_study changes no process state: the entry points do that."""
+"""Importing bn_study changes no process state: the entry points do that.
+Nor does it import Ray, which is optional."""
 
 import json
 import subprocess
@@ -45,7 +46,7 @@ for name in names:
 import main
 after = state()
 print(json.dumps({'modules': names, 'calls': calls, 'before': before,
-                  'after': after}))
+                  'after': after, 'ray': 'ray' in sys.modules}))
 '''
 
 
@@ -58,5 +59,6 @@ def test_importing_the_package_changes_no_process_state():
   assert {'cpu', 'train', 'input_pipeline', 'checkpoints'} <= set(
       out['modules'])
   assert out['calls'] == []
+  assert not out['ray']  # Only --engine=ray imports it, when it runs.
   for key, value in out['before'].items():
     assert out['after'][key] == value, key

@@ -7,18 +7,12 @@ import signal
 import subprocess
 import sys
 
-import jax
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from bn_study import checkpoints
 from bn_study import preemption
 from tests import helpers
 from tests.conftest import ROOT
-
-# Timing, not results: these tags differ between any two runs.
-TIMING_TAGS = ('steps_per_sec', 'uptime')
 
 
 def _command(workdir, data_dir, *extra):
@@ -40,32 +34,12 @@ def _main(workdir, data_dir, *extra, self_signal=None):
                         check=False)
 
 
-def _result(workdir):
-  """(final state as numpy leaves by path, logged scalars without timing)."""
-  step = checkpoints.Checkpoints(str(workdir), read_only=True).latest_step()
-  state = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', str(step), checkpoints.STATE))
-  leaves = {jax.tree_util.keystr(k): np.asarray(v)
-            for k, v in jax.tree_util.tree_leaves_with_path(state)}
-  scalars = {t: v for t, v in helpers.read_scalars(str(workdir)).items()
-             if t not in TIMING_TAGS}
-  return step, leaves, scalars
-
-
-def _assert_same(got, want):
-  assert got[0] == want[0]
-  assert got[1].keys() == want[1].keys()
-  for key in want[1]:
-    np.testing.assert_array_equal(got[1][key], want[1][key], err_msg=key)
-  assert got[2] == want[2]
-
-
 @pytest.fixture(scope='module')
 def reference(learnable_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('reference')
   proc = _main(workdir, learnable_data_dir)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir, _result(workdir)
+  return workdir, helpers.final_result(workdir)
 
 
 def _latest(workdir):
@@ -97,7 +71,7 @@ def test_sigterm_and_sigkill_mid_epoch_and_at_boundaries_change_nothing(
   assert _latest(tmp_path) == 8
   proc = _main(tmp_path, data)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  _assert_same(_result(tmp_path), reference[1])
+  helpers.assert_same_result(helpers.final_result(tmp_path), reference[1])
 
 
 AUGMENTED = ('--config.augment=crop_flip', '--config.normalize=per_channel')
@@ -126,7 +100,8 @@ def test_sigterm_and_resume_with_augmentation_is_bit_exact(
   assert _latest(stopped) == 11
   proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  _assert_same(_result(stopped), _result(straight))
+  helpers.assert_same_result(helpers.final_result(stopped),
+                            helpers.final_result(straight))
 
 
 def test_sigterm_from_outside_saves_and_explains(learnable_data_dir, tmp_path):
@@ -158,7 +133,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(
   assert 'The checkpoint at step 24' in proc.stderr
   assert 'could not be read' in proc.stderr and 'resumes from step 16' in proc.stderr
   assert (workdir / 'checkpoints' / '24.unreadable').is_dir()
-  _assert_same(_result(workdir), reference[1])
+  helpers.assert_same_result(helpers.final_result(workdir), reference[1])
 
 
 BAD_INPUTS = [

@@ -1,0 +1,391 @@
+r"""The Ray engine of sweeps: each run one Ray Tune trial, on any Ray cluster.
+
+  python -m bn_study.sweep --sweep=configs/sweeps/X.py --workdir=/shared/runs/X \
+      --engine=ray --ray_address=auto --resources_per_run=cpu=8,gpu=1
+
+A trial starts its run's `python main.py` command, the local engine's, in a
+Ray worker holding `--resources_per_run`. The code comes from the driver's
+checkout: Ray ships it to every node (runtime_env `working_dir`, without what
+.gitignore names). The trial reads the run's event files as they grow and
+reports each eval to Tune, so a scheduler (ASHA) can stop poor runs.
+
+If a run's worker or node dies, the run is retried, up to --max_failures
+times, and main.py resumes from the run's latest checkpoint. Since resume is
+exact, the run ends as an uninterrupted one would. The workdir must be one
+every node sees (a shared file system, or gs://).
+
+Nothing imports this module unless --engine=ray. It imports Ray only when it
+runs.
+"""
+
+import ctypes
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import socket
+import sys
+import time
+from typing import Any, Dict, List, Sequence
+
+from bn_study import runs
+from bn_study import sweep
+
+TESTED_RAY = '2.60.0'  # requirements-ray.txt
+INSTALL = 'pip install -r requirements-ray.txt'
+SCHEDULERS = ('', 'asha')
+# Eval scalars train.py writes: <eval_stats mode prefix>/<loss|accuracy>.
+METRICS = tuple(f'{prefix}/{name}'
+                for prefix in ('eval', 'eval_precise', 'eval_batch')
+                for name in ('accuracy', 'loss'))
+ATTEMPTS = 'ray_attempts.json'  # In each run's workdir: where it ran, how it ended.
+TUNE_DIR = '.tune'  # In the sweep's workdir: Tune's records of its trials.
+
+
+@dataclasses.dataclass
+class Options:
+  """How the sweep uses the cluster (the --engine=ray flags), validated."""
+  address: str = ''
+  resources: Dict[str, float] = dataclasses.field(
+      default_factory=lambda: {'CPU': 1.0})
+  max_failures: int = 3
+  scheduler: str = ''
+  metric: str = 'eval/accuracy'
+  mode: str = 'max'
+  grace_epochs: int = 1
+  reduction_factor: float = 3.0
+  poll_seconds: float = 2.0
+  table_seconds: float = 60.0
+
+
+def parse_resources(text: str) -> Dict[str, float]:
+  """'cpu=2,gpu=1,TPU=4' -> {'CPU': 2.0, 'GPU': 1.0, 'TPU': 4.0}."""
+  resources = {}
+  for item in filter(None, text.split(',')):
+    key, _, value = item.partition('=')
+    try:
+      amount = float(value)
+    except ValueError:
+      amount = -1.0
+    if not key or amount < 0:
+      raise sweep.SweepError(
+          f'--resources_per_run={text!r}: {item!r} is not NAME=AMOUNT with '
+          'AMOUNT >= 0; e.g. cpu=2,gpu=1 or cpu=8,TPU=4.')
+    resources[key.upper() if key.lower() in ('cpu', 'gpu') else key] = amount
+  if not any(resources.values()):
+    raise sweep.SweepError(f'--resources_per_run={text!r} asks for nothing; '
+                           'give at least one, e.g. cpu=1.')
+  return resources
+
+
+def make_options(address: str, resources: str, max_failures: int,
+                 scheduler: str, metric: str, mode: str, grace_epochs: int,
+                 reduction_factor: float) -> Options:
+  """Options from the flags, or a SweepError saying which flag is wrong."""
+  if max_failures < 0:
+    raise sweep.SweepError(f'--max_failures={max_failures} must be >= 0.')
+  if scheduler not in SCHEDULERS:
+    raise sweep.SweepError(f'--scheduler={scheduler!r}: choose from '
+                           f'{", ".join(repr(s) for s in SCHEDULERS)}.')
+  if metric not in METRICS:
+    raise sweep.SweepError(f'--metric={metric!r}: choose from '
+                           f'{", ".join(METRICS)}.')
+  if mode not in ('', 'max', 'min'):
+    raise sweep.SweepError(f'--mode={mode!r}: choose max, min, or leave it '
+                           'empty (max for accuracy, min for loss).')
+  if grace_epochs < 1 or reduction_factor <= 1:
+    raise sweep.SweepError(
+        f'--grace_epochs={grace_epochs} must be >= 1 and --reduction_factor='
+        f'{reduction_factor} > 1.')
+  return Options(address=address, resources=parse_resources(resources),
+                 max_failures=max_failures, scheduler=scheduler, metric=metric,
+                 mode=mode or ('min' if metric.endswith('loss') else 'max'),
+                 grace_epochs=grace_epochs, reduction_factor=reduction_factor)
+
+
+def import_ray():
+  """(ray, ray.tune), or a SweepError saying how to install them."""
+  try:
+    import ray  # pylint: disable=g-import-not-at-top
+    from ray import tune  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise sweep.SweepError(
+        f'--engine=ray needs Ray Tune, which this Python cannot import ({e}). '
+        f'Install it with: {INSTALL} (Ray {TESTED_RAY}, the version tested); '
+        'or leave out --engine=ray to run on this machine.') from e
+  return ray, tune
+
+
+# In the worker: one trial runs one main.py.
+
+
+class _EvalTail:
+  """New eval results in a run's event files, read as they grow."""
+
+  def __init__(self, workdir: str, metric: str):
+    self._dir = sweep.workdir_path(workdir)
+    self._metric = metric
+    self._loaders = {}
+    self._by_step: Dict[int, Dict[str, float]] = {}
+    self._reported = 0
+    self._steps_per_epoch = None
+
+  def new(self) -> List[Dict[str, float]]:
+    # pylint: disable-next=g-import-not-at-top
+    from tensorboard.backend.event_processing import event_file_loader
+    for path in sorted(self._dir.glob('events.out.tfevents.*')):
+      if str(path) not in self._loaders:
+        self._loaders[str(path)] = event_file_loader.EventFileLoader(str(path))
+      for event in self._loaders[str(path)].Load():
+        for tag, value in runs.event_scalars(event):
+          if tag in METRICS:
+            self._by_step.setdefault(event.step, {})[tag] = value
+    if self._steps_per_epoch is None:
+      try:
+        self._steps_per_epoch = json.loads(
+            (self._dir / 'dataset.json').read_text())['steps_per_epoch']
+      except (OSError, ValueError, KeyError):
+        return []
+    out = []
+    for step in sorted(s for s in self._by_step if s > self._reported):
+      if self._metric in self._by_step[step]:
+        out.append({**self._by_step[step], 'step': step,
+                    'epoch': step / self._steps_per_epoch})
+        self._reported = step
+    return out
+
+
+def _die_with_worker(parent: int):
+  """In the child before exec: be killed when the worker that started it
+  dies, so that no orphan trains on beside the retry (Linux's
+  PR_SET_PDEATHSIG; elsewhere the orphan runs on)."""
+  def set_signal():
+    if sys.platform.startswith('linux'):
+      ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG.
+      if os.getppid() != parent:  # The worker died before prctl.
+        os._exit(1)  # pylint: disable=protected-access
+  return set_signal
+
+
+def _record_attempt(workdir: str, **fields):
+  """Adds to (or, if `fields` has no worker, updates the last of) the run's
+  attempts: where each ran and how it ended."""
+  path = sweep.workdir_path(workdir) / ATTEMPTS
+  try:
+    attempts = json.loads(path.read_text())
+  except (OSError, ValueError):
+    attempts = []
+  if 'worker_pid' in fields:
+    attempts.append(fields)
+  elif attempts:
+    attempts[-1].update(fields)
+  path.write_text(json.dumps(attempts, indent=2))
+
+
+class RunFailed(RuntimeError):
+  """main.py ended without finishing; Tune retries the trial."""
+
+
+def trial(config: Dict[str, Any]):
+  """A Tune trainable: runs one job's main.py, reporting each eval."""
+  from ray import tune  # pylint: disable=g-import-not-at-top
+  job = sweep.Job(**config['job'])
+  log = sweep.RunLog(job.workdir, job.argv)
+  code = proc = None
+  try:
+    proc = sweep.launch(job, log, root=pathlib.Path(__file__).parent.parent,
+                        preexec_fn=_die_with_worker(os.getpid()))
+    _record_attempt(job.workdir, node=socket.gethostname(),
+                    worker_pid=os.getpid(), main_pid=proc.pid,
+                    started=time.time())
+    tail = _EvalTail(job.workdir, config['metric'])
+    while True:
+      code = proc.poll()  # Before reading, so that the last evals are read.
+      for result in tail.new():
+        tune.report(result)
+      if code is not None:
+        break
+      log.sync()
+      time.sleep(config['poll_seconds'])
+  finally:
+    if proc is not None and proc.poll() is None:  # Stopped while running.
+      proc.kill()
+      proc.wait()
+    log.close()
+  _record_attempt(job.workdir, exit_code=code)
+  if code not in (0, 2):  # 2: a user error (bad config), the same on retry.
+    raise RunFailed(f'{job.name}: main.py exited with {code} '
+                    f'(log: {sweep.workdir_path(job.workdir) / "train.log"})')
+
+
+# On the driver.
+
+
+def _last_exit(workdir: str):
+  try:
+    attempts = json.loads((sweep.workdir_path(workdir) / ATTEMPTS).read_text())
+    return attempts[-1].get('exit_code')
+  except (OSError, ValueError, IndexError):
+    return None
+
+
+def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
+                   stopped: Dict[str, Dict[str, float]],
+                   outcomes: Dict[str, str]):
+  """A Tune callback printing the sweep's progress in the local engine's
+  words, plus a table of every run now and then, and filling `outcomes`."""
+  by_name = {j.name: j for j in jobs}
+  total_epochs = {j.name: j.epochs for j in jobs}
+
+  class Progress(tune.Callback):
+    """Lines as runs start, eval, retry and end; a table every so often."""
+
+    def __init__(self):
+      self.latest: Dict[str, Dict[str, Any]] = {}
+      self.status: Dict[str, str] = {j.name: 'pending' for j in jobs}
+      self.started: Dict[str, float] = {}
+      self.table_at = time.time() + options.table_seconds
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+      name = trial.config['job']['name']
+      self.status[name] = 'running'
+      self.started.setdefault(name, time.time())
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+      name = trial.config['job']['name']
+      self.latest[name] = result
+      print(f'eval    {name} epoch {result["epoch"]:g}/{total_epochs[name]} '
+            f'{options.metric} {result[options.metric]:.4f} '
+            f'(on {result.get("hostname", "?")})', flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+      name = trial.config['job']['name']
+      print(f'retry   {name} (failure {trial.num_failures} of at most '
+            f'{options.max_failures}: {_reason(trial)}); main.py resumes '
+            'from its latest checkpoint', flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+      name = trial.config['job']['name']
+      job = by_name[name]
+      seconds = time.time() - self.started.get(name, time.time())
+      if sweep.is_finished(job.workdir, {'num_epochs': job.epochs}):
+        outcomes[name] = self.status[name] = 'done'
+        print(f'done    {name} ({seconds:.0f} s)', flush=True)
+      elif trial.trial_id in stopped:
+        verdict = {'by': options.scheduler, **stopped[trial.trial_id]}
+        (sweep.workdir_path(job.workdir) / sweep.STOPPED).write_text(
+            json.dumps(verdict, indent=2))
+        outcomes[name] = self.status[name] = 'stopped'
+        print(f'stopped {name} at epoch {verdict["epoch"]:g} by '
+              f'{options.scheduler} ({options.metric} '
+              f'{verdict[options.metric]:.4f})', flush=True)
+      else:
+        outcomes[name] = self.status[name] = 'failed'
+        print(sweep.failure(name, f'exit {_last_exit(job.workdir)}',
+                            job.workdir), flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+      name = trial.config['job']['name']
+      outcomes[name] = self.status[name] = 'failed'
+      print(sweep.failure(name, f'{_reason(trial)}; gave up after '
+                          f'{trial.num_failures} failures',
+                          by_name[name].workdir), flush=True)
+
+    def on_step_end(self, iteration, trials, **info):
+      if time.time() < self.table_at:
+        return
+      self.table_at = time.time() + options.table_seconds
+      rows = [('run', 'status', 'epoch', options.metric)]
+      for job in jobs:
+        result = self.latest.get(job.name, {})
+        rows.append((job.name, self.status[job.name],
+                     f'{result["epoch"]:g}/{job.epochs}' if result else
+                     f'-/{job.epochs}',
+                     f'{result[options.metric]:.4f}' if result else '-'))
+      widths = [max(len(r[i]) for r in rows) for i in range(4)]
+      print('\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths))
+                      for r in rows), flush=True)
+
+  return Progress()
+
+
+def _reason(trial) -> str:
+  """Why a trial's attempt ended, in a line."""
+  try:
+    text = pathlib.Path(trial.error_file).read_text()
+  except (OSError, TypeError, AttributeError):
+    text = ''
+  if 'ActorDiedError' in text or not text.strip():
+    return 'its worker process or node died'
+  return text.strip().splitlines()[-1][:200]
+
+
+def _make_scheduler(options: Options, max_epochs: int,
+                    stopped: Dict[str, Dict[str, float]]):
+  """ASHA over epochs, remembering which trials it stopped (and where)."""
+  if not options.scheduler:
+    return None
+  # pylint: disable-next=g-import-not-at-top
+  from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+  class RecordingASHA(ASHAScheduler):
+
+    def on_trial_result(self, tune_controller, trial, result):
+      decision = super().on_trial_result(tune_controller, trial, result)
+      if decision == TrialScheduler.STOP:
+        stopped[trial.trial_id] = {
+            'epoch': result['epoch'], options.metric: result[options.metric]}
+      return decision
+
+  # max_t past the last epoch: ASHA stops a run at max_t, which could kill
+  # main.py between its last eval and its last checkpoint.
+  return RecordingASHA(time_attr='epoch', metric=options.metric,
+                       mode=options.mode, max_t=max_epochs + 1,
+                       grace_period=options.grace_epochs,
+                       reduction_factor=options.reduction_factor)
+
+
+def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
+  """Runs `jobs` as Tune trials; {name: 'done'|'failed'|'stopped'}."""
+  ray, tune = import_ray()
+  from ray.tune import logger  # pylint: disable=g-import-not-at-top
+  # The runs write their own event files: Tune keeps only its result.json
+  # (with the JsonLoggerCallback below), not copies as CSV and TensorBoard.
+  os.environ.setdefault('TUNE_DISABLE_AUTO_CALLBACK_LOGGERS', '1')
+  local = {} if options.address else {'include_dashboard': False}
+  # Workers' output is TF's start-up chatter; main.py's goes to train.log and
+  # a failed attempt's error to the callback.
+  ray.init(address=options.address or None, logging_level='WARNING',
+           log_to_driver=False, **local,
+           runtime_env={'working_dir': str(sweep.ROOT),
+                        'excludes': ['runs']})
+  stopped: Dict[str, Dict[str, float]] = {}
+  outcomes: Dict[str, str] = {}
+  try:
+    resources = tune.PlacementGroupFactory([options.resources])
+    tuner = tune.Tuner(
+        tune.with_resources(trial, resources),
+        param_space={
+            'job': tune.grid_search([dataclasses.asdict(j) for j in jobs]),
+            'metric': options.metric,
+            'poll_seconds': options.poll_seconds},
+        tune_config=tune.TuneConfig(
+            scheduler=_make_scheduler(options, max(j.epochs for j in jobs),
+                                      stopped),
+            trial_name_creator=lambda t: t.config['job']['name'],
+            trial_dirname_creator=lambda t: t.trial_id),
+        run_config=tune.RunConfig(
+            name=time.strftime('sweep_%Y%m%d_%H%M%S'),
+            storage_path=str(root / TUNE_DIR),
+            failure_config=tune.FailureConfig(
+                max_failures=options.max_failures),
+            callbacks=[_make_callback(tune, jobs, options, stopped,
+                                      outcomes), logger.JsonLoggerCallback()],
+            verbose=0))
+    tuner.fit()
+  finally:
+    ray.shutdown()
+  for job in jobs:  # A trial Tune never ended (the driver was interrupted).
+    outcomes.setdefault(job.name, 'failed')
+  return outcomes
