@@ -49,13 +49,13 @@ class Options:
   address: str = ''
   resources: Dict[str, float] = dataclasses.field(
       default_factory=lambda: {'CPU': 1.0})
+  max_concurrent: int = 0
   max_failures: int = 3
   scheduler: str = ''
   metric: str = 'eval/accuracy'
   mode: str = 'max'
   grace_epochs: int = 1
   reduction_factor: float = 3.0
-  poll_seconds: float = 2.0
   table_seconds: float = 60.0
 
 
@@ -79,12 +79,14 @@ def parse_resources(text: str) -> Dict[str, float]:
   return resources
 
 
-def make_options(address: str, resources: str, max_failures: int,
-                 scheduler: str, metric: str, mode: str, grace_epochs: int,
-                 reduction_factor: float) -> Options:
+def make_options(address: str, resources: str, max_concurrent: int,
+                 max_failures: int, scheduler: str, metric: str, mode: str,
+                 grace_epochs: int, reduction_factor: float) -> Options:
   """Options from the flags, or a SweepError saying which flag is wrong."""
-  if max_failures < 0:
-    raise sweep.SweepError(f'--max_failures={max_failures} must be >= 0.')
+  if max_failures < 0 or max_concurrent < 0:
+    raise sweep.SweepError(
+        f'--max_failures={max_failures} and --max_concurrent_runs='
+        f'{max_concurrent} must be >= 0.')
   if scheduler not in SCHEDULERS:
     raise sweep.SweepError(f'--scheduler={scheduler!r}: choose from '
                            f'{", ".join(repr(s) for s in SCHEDULERS)}.')
@@ -99,7 +101,7 @@ def make_options(address: str, resources: str, max_failures: int,
         f'--grace_epochs={grace_epochs} must be >= 1 and --reduction_factor='
         f'{reduction_factor} > 1.')
   return Options(address=address, resources=parse_resources(resources),
-                 max_failures=max_failures, scheduler=scheduler, metric=metric,
+                 max_concurrent=max_concurrent, max_failures=max_failures, scheduler=scheduler, metric=metric,
                  mode=mode or ('min' if metric.endswith('loss') else 'max'),
                  grace_epochs=grace_epochs, reduction_factor=reduction_factor)
 
@@ -207,7 +209,9 @@ def trial(config: Dict[str, Any]):
       if code is not None:
         break
       log.sync()
-      time.sleep(config['poll_seconds'])
+      # Soon enough for a scheduler to stop a run that is far from done; a
+      # remote workdir costs a listing per poll.
+      time.sleep(5.0 if '://' in job.workdir else 0.5)
   finally:
     if proc is not None and proc.poll() is None:  # Stopped while running.
       proc.kill()
@@ -368,11 +372,11 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
         tune.with_resources(trial, resources),
         param_space={
             'job': tune.grid_search([dataclasses.asdict(j) for j in jobs]),
-            'metric': options.metric,
-            'poll_seconds': options.poll_seconds},
+            'metric': options.metric},
         tune_config=tune.TuneConfig(
             scheduler=_make_scheduler(options, max(j.epochs for j in jobs),
                                       stopped),
+            max_concurrent_trials=options.max_concurrent or None,
             trial_name_creator=lambda t: t.config['job']['name'],
             trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(

@@ -13,6 +13,11 @@ A sweep file (configs/sweeps/*.py) names its base config and returns the grid:
   python -m bn_study.sweep --sweep=configs/sweeps/X.py --workdir=runs/X
   python -m bn_study.sweep --sweep=configs/sweeps/X.py:ARG ...  # get_sweep(ARG)
 
+Besides lists, a sweep may sample: sweep.sample({'learning_rate':
+sweep.loguniform(1e-3, 1e-1)}, num_samples=8) is 8 points, the same ones at
+every launch. `--engine=ray` runs the points as Ray Tune trials on a cluster
+(bn_study/ray_engine.py), where ASHA can stop poor runs early.
+
 Each point runs `python main.py` in `<workdir>/<name>`, its name made of the
 fields whose values differ between points (`norm=batch,seed=1`). Finished runs
 are skipped and interrupted ones resume (main.py resumes from a workdir's
@@ -24,8 +29,10 @@ import dataclasses
 import importlib.util
 import itertools
 import json
+import math
 import os
 import pathlib
+import random
 import shlex
 import subprocess
 import sys
@@ -74,6 +81,70 @@ def zipped(*grids: List[Point]) -> List[Point]:
 def chain(*grids: List[Point]) -> List[Point]:
   """The points of each grid, one grid after another."""
   return [dict(p) for g in grids for p in g]
+
+
+# Search spaces: distributions, sampled here and now, with a fixed seed, so
+# that every launch of a sweep has the same points, names and runs (and so
+# they skip and resume as a grid's do), on either engine.
+
+
+@dataclasses.dataclass(frozen=True)
+class Distribution:
+  """A field's values to sample from, as Tune names them."""
+  kind: str  # uniform | loguniform | randint | choice
+  args: tuple
+
+  def sample(self, rng: random.Random):
+    if self.kind == 'choice':
+      return rng.choice(self.args)
+    low, high = self.args
+    if self.kind == 'randint':
+      return rng.randrange(low, high)
+    if self.kind == 'loguniform':
+      value = math.exp(rng.uniform(math.log(low), math.log(high)))
+    else:
+      value = rng.uniform(low, high)
+    return float(f'{value:.4g}')  # As the run's name shows it.
+
+
+def _bounds(kind, low, high, positive=False):
+  if not low < high or (positive and low <= 0):
+    raise SweepError(f'{kind}({low!r}, {high!r}) needs low < high' +
+                     (' and low > 0.' if positive else '.'))
+  return Distribution(kind, (low, high))
+
+
+def uniform(low: float, high: float) -> Distribution:
+  """Floats evenly in [low, high), to 4 significant digits."""
+  return _bounds('uniform', low, high)
+
+
+def loguniform(low: float, high: float) -> Distribution:
+  """Floats evenly in log scale in [low, high) (learning rates)."""
+  return _bounds('loguniform', low, high, positive=True)
+
+
+def randint(low: int, high: int) -> Distribution:
+  """Integers in [low, high)."""
+  return _bounds('randint', low, high)
+
+
+def choice(vals: Sequence[Any]) -> Distribution:
+  """One of `vals`, each equally likely."""
+  if isinstance(vals, (str, bytes)) or not len(vals):
+    raise SweepError(f'choice() needs a non-empty list, got {vals!r}.')
+  return Distribution('choice', tuple(vals))
+
+
+def sample(space: Dict[str, Any], num_samples: int, seed: int = 0
+           ) -> List[Point]:
+  """`num_samples` points; each field drawn from its distribution (a plain
+  value is the same in every point). The same seed gives the same points."""
+  if num_samples < 1:
+    raise SweepError(f'sample() needs num_samples >= 1, got {num_samples}.')
+  rng = random.Random(seed)
+  return [{k: v.sample(rng) if isinstance(v, Distribution) else v
+           for k, v in space.items()} for _ in range(num_samples)]
 
 
 def _merged(parts) -> Point:
@@ -382,8 +453,8 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
 
 def _engine(lib):
   """The engine the flags ask for (None: the local one), or a SweepError."""
-  ray_flags = ('ray_address', 'resources_per_run', 'max_failures',
-               'scheduler', 'metric', 'mode', 'grace_epochs',
+  ray_flags = ('ray_address', 'resources_per_run', 'max_concurrent_runs',
+               'max_failures', 'scheduler', 'metric', 'mode', 'grace_epochs',
                'reduction_factor')
   if FLAGS.engine == 'local':
     given = [f for f in ray_flags if FLAGS[f].present]
@@ -398,7 +469,8 @@ def _engine(lib):
   # pylint: disable-next=g-import-not-at-top
   from bn_study import ray_engine
   options = ray_engine.make_options(
-      FLAGS.ray_address, FLAGS.resources_per_run, FLAGS.max_failures,
+      FLAGS.ray_address, FLAGS.resources_per_run, FLAGS.max_concurrent_runs,
+      FLAGS.max_failures,
       FLAGS.scheduler, FLAGS.metric, FLAGS.mode, FLAGS.grace_epochs,
       FLAGS.reduction_factor)
   ray_engine.import_ray()  # Before anything runs.
@@ -451,6 +523,8 @@ def _define_flags():
   flags.DEFINE_string('resources_per_run', 'cpu=1', 'What each run holds, '
                       'NAME=AMOUNT,...: cpu, gpu, or a custom resource such as '
                       'TPU.')
+  flags.DEFINE_integer('max_concurrent_runs', 0, 'At most this many runs at '
+                       'once; 0: as many as the cluster\'s resources hold.')
   flags.DEFINE_integer('max_failures', 3, 'Retries of a run whose worker or '
                        'node died; each resumes from its latest checkpoint.')
   flags.DEFINE_string('scheduler', '', 'Trial scheduler: empty (run all to '

@@ -4,7 +4,7 @@ Run by ray_engine_test inside a network and PID namespace of its own
 (`unshare -n -p -f --mount-proc`): every Ray node listens on 127.0.0.1, and
 when this script ends, the kernel ends every process it started.
 
-  python tests/ray_cluster.py SWEEP_FILE WORKDIR KILL_RUN OUT_JSON
+  python tests/ray_cluster.py SWEEP_FILE WORKDIR KILL_RUN ASHA_SWEEP OUT_JSON
 
 1. Starts a head node and a second node, one CPU each (`ray start`), with
    token authentication and a token of their own (a fresh HOME).
@@ -12,7 +12,9 @@ when this script ends, the kernel ends every process it started.
    checkpoint, freezes its main.py (SIGSTOP, so that it cannot finish in the
    meantime) and SIGKILLs the Ray worker process that runs it.
 3. Relaunches the finished sweep.
-4. Stops the cluster, and writes what happened to OUT_JSON.
+4. Runs ASHA_SWEEP (sampled points) with ASHA, one run at a time so that its
+   decisions do not depend on which run reaches a rung first; relaunches it.
+5. Stops the cluster, and writes what happened to OUT_JSON.
 """
 
 import json
@@ -44,12 +46,13 @@ def wait_for_nodes(count):
     time.sleep(1)
 
 
-def sweep(sweep_file, workdir, log):
+def sweep(sweep_file, workdir, log, *extra):
   return subprocess.Popen(
       [sys.executable, '-m', 'bn_study.sweep', f'--sweep={sweep_file}',
        f'--workdir={workdir}', '--engine=ray',
        f'--ray_address=127.0.0.1:{PORT}', '--resources_per_run=cpu=1',
-       '--max_failures=2'], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+       '--max_failures=2', *extra], cwd=ROOT, stdout=log,
+      stderr=subprocess.STDOUT)
 
 
 def kill_worker(run_dir, proc):
@@ -72,7 +75,7 @@ def kill_worker(run_dir, proc):
 
 
 def main():
-  sweep_file, workdir, kill_run, out = sys.argv[1:]
+  sweep_file, workdir, kill_run, asha_sweep, out = sys.argv[1:]
   temp = tempfile.mkdtemp(prefix='bnray', dir='/tmp')  # Short: socket paths.
   os.environ.update(HOME=os.path.join(temp, 'home'), RAY_AUTH_MODE='token',
                     RAY_USAGE_STATS_ENABLED='0')
@@ -89,7 +92,8 @@ def main():
     result['start'] = [head.returncode, node.returncode,
                        head.stderr[-2000:] + node.stderr[-2000:]]
     result['status'] = wait_for_nodes(2)
-    logs = [pathlib.Path(workdir).parent / f'sweep_{i}.log' for i in (1, 2)]
+    logs = [pathlib.Path(workdir).parent / f'sweep_{i}.log'
+            for i in range(1, 5)]
     with open(logs[0], 'wb') as log:
       proc = sweep(sweep_file, workdir, log)
       result['killed'] = kill_worker(pathlib.Path(workdir) / kill_run, proc)
@@ -97,6 +101,13 @@ def main():
     with open(logs[1], 'wb') as log:
       result['second_exit'] = sweep(sweep_file, workdir, log).wait(
           timeout=WAIT_S)
+    asha = ['--scheduler=asha', '--metric=eval/loss', '--grace_epochs=1',
+            '--reduction_factor=2', '--max_concurrent_runs=1']
+    asha_dir = pathlib.Path(workdir).parent / 'asha'
+    for log_file in logs[2:]:
+      with open(log_file, 'wb') as log:
+        result.setdefault('asha_exits', []).append(
+            sweep(asha_sweep, asha_dir, log, *asha).wait(timeout=WAIT_S))
     result['outputs'] = [p.read_text() for p in logs]
   finally:
     ray('stop', '--force')

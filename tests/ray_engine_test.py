@@ -3,9 +3,11 @@ engine's runs of the same sweep (conftest's tiny_study), bit for bit."""
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -30,12 +32,32 @@ def ray_sweep(tiny_study, tmp_path_factory):
                 'which needs root, unshare (util-linux) and ip (iproute2).')
   base = tmp_path_factory.mktemp('ray')
   workdir, out = base / 'runs', base / 'cluster.json'
+  asha_sweep = base / 'asha_sweep.py'
+  data_dir = json.loads((pathlib.Path(tiny_study[1]) / NAMES[0] /
+                         'config.json').read_text())['data_dir']
+  asha_sweep.write_text(textwrap.dedent(f'''\
+      from bn_study import sweep
+
+      CONFIG = 'configs/tiny.py'
+
+
+      def get_sweep(arg=''):
+        return sweep.product(
+            sweep.values('dataset', ['{helpers.LEARNABLE}']),
+            sweep.values('data_dir', [{data_dir!r}]),
+            sweep.values('num_epochs', [8]),
+            # A good learning rate, then two too large, each worse than
+            # those before it at epoch 1 (eval/loss 2.30, 2.35, 2.57). With one
+            # run at a time, ASHA lets the first through and stops the others.
+            sweep.values('learning_rate', [1e-3, 0.02, 0.03]))
+      '''))
   # New network and PID namespaces: loopback only, and every process the
   # script leaves behind ends with it.
   proc = subprocess.run(
       ['unshare', '-n', '-p', '-f', '--mount-proc', 'bash', '-c',
        'ip link set lo up && exec "$0" "$@"', sys.executable,
-       'tests/ray_cluster.py', tiny_study[0], str(workdir), KILLED, str(out)],
+       'tests/ray_cluster.py', tiny_study[0], str(workdir), KILLED,
+       str(asha_sweep), str(out)],
       cwd=ROOT, capture_output=True, text=True, timeout=1000, check=False)
   assert out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
@@ -92,6 +114,52 @@ def test_relaunched_finished_sweep_runs_nothing(ray_sweep):
   assert output.strip().endswith('4 runs: 4 already finished, 0 ran, 0 failed.')
 
 
+def test_asha_stops_poor_runs_and_relaunch_skips_them(ray_sweep):
+  workdir, result = ray_sweep
+  first, again = result['outputs'][2:]
+  assert result['asha_exits'] == [0, 0], first + again
+  asha = workdir.parent / 'asha'
+  names = [r['name'] for r in json.loads(
+      (asha / 'sweep.json').read_text())['runs']]
+  assert names == ['learning_rate=0.001', 'learning_rate=0.02',
+                   'learning_rate=0.03']
+  stopped = [n for n in names if (asha / n / sweep.STOPPED).exists()]
+  finished = [n for n in names if sweep.is_finished(asha / n)]
+  assert finished == names[:1] and stopped == names[1:], first
+  for name in stopped:
+    verdict = json.loads((asha / name / sweep.STOPPED).read_text())
+    assert verdict['by'] == 'asha' and verdict['epoch'] == 1
+    assert f'stopped {name} at epoch {verdict["epoch"]:g} by asha' in first
+  assert '3 runs: 0 already finished, 1 ran, 0 failed, 2 stopped early.' in first
+  assert again.count('(stopped early by asha') == 2
+  assert '3 runs: 1 already finished, 0 ran, 0 failed, 2 stopped early.' in again
+
+
+def test_sampled_points_are_the_same_at_every_launch():
+  space = {'learning_rate': sweep.loguniform(1e-4, 1e-1),
+           'model.norm': sweep.choice(['batch', 'group']),
+           'model.groups': sweep.randint(1, 9),
+           'weight_decay': sweep.uniform(0.0, 1e-3), 'num_epochs': 3}
+  points = sweep.sample(space, num_samples=20, seed=3)
+  assert points == sweep.sample(space, num_samples=20, seed=3)
+  assert points != sweep.sample(space, num_samples=20, seed=4)
+  lrs = [p['learning_rate'] for p in points]
+  assert all(1e-4 <= lr < 1e-1 for lr in lrs)
+  assert all(float(f'{lr:.4g}') == lr for lr in lrs)  # As the names show.
+  # Log-uniform: about half below the geometric middle, 10**-2.5.
+  assert 5 <= sum(lr < 10**-2.5 for lr in lrs) <= 15
+  assert {p['model.norm'] for p in points} == {'batch', 'group'}
+  assert all(1 <= p['model.groups'] < 9 and p['num_epochs'] == 3
+             for p in points)
+  assert len(set(sweep.run_names(points))) == 20
+  for bad, message in ((lambda: sweep.loguniform(0, 1), 'low > 0'),
+                       (lambda: sweep.uniform(2, 1), 'low < high'),
+                       (lambda: sweep.choice([]), 'non-empty'),
+                       (lambda: sweep.sample(space, 0), 'num_samples >= 1')):
+    with pytest.raises(sweep.SweepError, match=message):
+      bad()
+
+
 def test_without_ray_one_message_and_exit_2(tmp_path):
   fake = tmp_path / 'site' / 'ray'
   fake.mkdir(parents=True)
@@ -134,8 +202,8 @@ def test_resources_and_options():
       'CPU': 2.0, 'GPU': 1.0, 'TPU': 4.0}
   with pytest.raises(sweep.SweepError, match='asks for nothing'):
     ray_engine.parse_resources('cpu=0')
-  options = ray_engine.make_options('auto', 'cpu=1', 3, 'asha', 'eval/loss',
-                                    '', 1, 3)
+  options = ray_engine.make_options('auto', 'cpu=1', 0, 3, 'asha',
+                                    'eval/loss', '', 1, 3)
   assert options.mode == 'min' and options.resources == {'CPU': 1.0}
-  assert ray_engine.make_options('', 'cpu=1', 0, '', 'eval/accuracy', '', 1,
-                                 3).mode == 'max'
+  assert ray_engine.make_options('', 'cpu=1', 1, 0, '', 'eval/accuracy', '',
+                                 1, 3).mode == 'max'
