@@ -25,6 +25,7 @@ import os
 import pathlib
 import signal
 import socket
+import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Sequence
@@ -72,7 +73,9 @@ def parse_resources(text: str) -> Dict[str, float]:
       raise sweep.SweepError(
           f'--resources_per_run={text!r}: {item!r} is not NAME=AMOUNT with '
           'AMOUNT >= 0; e.g. cpu=2,gpu=1 or cpu=8,TPU=4.')
-    resources[key.upper() if key.lower() in ('cpu', 'gpu') else key] = amount
+    # Ray's own names; any other is a custom resource, as the nodes name it.
+    resources[key.upper() if key.lower() in ('cpu', 'gpu', 'tpu')
+              else key] = amount
   if not any(resources.values()):
     raise sweep.SweepError(f'--resources_per_run={text!r} asks for nothing; '
                            'give at least one, e.g. cpu=1.')
@@ -158,15 +161,19 @@ class _EvalTail:
     return out
 
 
-def _die_with_worker(parent: int):
-  """In the child before exec: be killed when the worker that started it
-  dies, so that no orphan trains on beside the retry (Linux's
-  PR_SET_PDEATHSIG; elsewhere the orphan runs on)."""
+def _die_with_worker():
+  """For Popen's preexec_fn: the child is killed when the worker that
+  started it dies, so that no orphan trains on beside the retry (Linux's
+  PR_SET_PDEATHSIG; elsewhere the orphan runs on). Everything is looked up
+  here, before the fork: the child only calls."""
+  if not sys.platform.startswith('linux'):
+    return None
+  prctl, parent, getppid = ctypes.CDLL(None).prctl, os.getpid(), os.getppid
+
   def set_signal():
-    if sys.platform.startswith('linux'):
-      ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG.
-      if os.getppid() != parent:  # The worker died before prctl.
-        os._exit(1)  # pylint: disable=protected-access
+    prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG.
+    if getppid() != parent:  # The worker died before prctl.
+      os._exit(1)  # pylint: disable=protected-access
   return set_signal
 
 
@@ -197,25 +204,35 @@ def trial(config: Dict[str, Any]):
   code = proc = None
   try:
     proc = sweep.launch(job, log, root=pathlib.Path(__file__).parent.parent,
-                        preexec_fn=_die_with_worker(os.getpid()))
+                        preexec_fn=_die_with_worker())
     _record_attempt(job.workdir, node=socket.gethostname(),
                     worker_pid=os.getpid(), main_pid=proc.pid,
                     started=time.time())
     tail = _EvalTail(job.workdir, config['metric'])
     while True:
       code = proc.poll()  # Before reading, so that the last evals are read.
-      for result in tail.new():
+      try:
+        results = tail.new()
+        log.sync()
+      except Exception:  # pylint: disable=broad-except
+        # Progress is best effort: a remote file system's hiccup or a record
+        # still being written must not end a healthy run.
+        results = []
+      for result in results:
         tune.report(result)
       if code is not None:
         break
-      log.sync()
       # Soon enough for a scheduler to stop a run that is far from done; a
       # remote workdir costs a listing per poll.
       time.sleep(5.0 if '://' in job.workdir else 0.5)
   finally:
     if proc is not None and proc.poll() is None:  # Stopped while running.
-      proc.kill()
-      proc.wait()
+      proc.terminate()  # main.py checkpoints on SIGTERM, then exits.
+      try:
+        proc.wait(timeout=120)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     log.close()
   _record_attempt(job.workdir, exit_code=code)
   if code not in (0, 2):  # 2: a user error (bad config), the same on retry.
@@ -258,6 +275,8 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
       name = trial.config['job']['name']
+      if result['epoch'] <= self.latest.get(name, {}).get('epoch', 0):
+        return  # A retry re-reads the evals before its resume.
       self.latest[name] = result
       print(f'eval    {name} epoch {result["epoch"]:g}/{total_epochs[name]} '
             f'{options.metric} {result[options.metric]:.4f} '
@@ -265,7 +284,7 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
 
     def on_trial_recover(self, iteration, trials, trial, **info):
       name = trial.config['job']['name']
-      print(f'retry   {name} (failure {trial.num_failures} of at most '
+      print(f'retry   {name} ({trial.num_failures} of at most '
             f'{options.max_failures}: {_reason(trial)}); main.py resumes '
             'from its latest checkpoint', flush=True)
 
@@ -320,7 +339,7 @@ def _reason(trial) -> str:
     text = pathlib.Path(trial.error_file).read_text()
   except (OSError, TypeError, AttributeError):
     text = ''
-  if 'ActorDiedError' in text or not text.strip():
+  if 'ActorDiedError' in text or 'actor is dead' in text or not text.strip():
     return 'its worker process or node died'
   return text.strip().splitlines()[-1][:200]
 
@@ -336,14 +355,17 @@ def _make_scheduler(options: Options, max_epochs: int,
   class RecordingASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
+      if result['epoch'] >= trial.config['job']['epochs']:
+        # A rung at a run's last epoch: main.py evaluates before its last
+        # checkpoint, and a stop now would leave the finished run unfinished.
+        return TrialScheduler.CONTINUE
       decision = super().on_trial_result(tune_controller, trial, result)
       if decision == TrialScheduler.STOP:
         stopped[trial.trial_id] = {
             'epoch': result['epoch'], options.metric: result[options.metric]}
       return decision
 
-  # max_t past the last epoch: ASHA stops a run at max_t, which could kill
-  # main.py between its last eval and its last checkpoint.
+  # max_t past the last epoch: ASHA stops every run at max_t.
   return RecordingASHA(time_attr='epoch', metric=options.metric,
                        mode=options.mode, max_t=max_epochs + 1,
                        grace_period=options.grace_epochs,
@@ -351,19 +373,32 @@ def _make_scheduler(options: Options, max_epochs: int,
 
 
 def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
-  """Runs `jobs` as Tune trials; {name: 'done'|'failed'|'stopped'}."""
+  """Runs `jobs` as Tune trials; {name: 'done'|'failed'|'stopped'|
+  'interrupted'}."""
   ray, tune = import_ray()
   from ray.tune import logger  # pylint: disable=g-import-not-at-top
   # The runs write their own event files: Tune keeps only its result.json
   # (with the JsonLoggerCallback below), not copies as CSV and TensorBoard.
   os.environ.setdefault('TUNE_DISABLE_AUTO_CALLBACK_LOGGERS', '1')
+  max_epochs = max(j.epochs for j in jobs)
+  if options.scheduler and options.grace_epochs > max_epochs:
+    raise sweep.SweepError(
+        f'--grace_epochs={options.grace_epochs} is more than the runs\' '
+        f'{max_epochs} epochs: no run could be stopped.')
   local = {} if options.address else {'include_dashboard': False}
-  # Workers' output is TF's start-up chatter; main.py's goes to train.log and
-  # a failed attempt's error to the callback.
-  ray.init(address=options.address or None, logging_level='WARNING',
-           log_to_driver=False, **local,
-           runtime_env={'working_dir': str(sweep.ROOT),
-                        'excludes': ['runs']})
+  try:
+    # Workers' output is TF's start-up chatter; main.py's goes to train.log
+    # and a failed attempt's error to the callback.
+    ray.init(address=options.address or 'local', logging_level='WARNING',
+             log_to_driver=False, **local,
+             runtime_env={'working_dir': str(sweep.ROOT),
+                          'excludes': ['runs']})
+  except (ConnectionError, RuntimeError, ValueError) as e:
+    raise sweep.SweepError(
+        f'--ray_address={options.address!r}: cannot start or join a Ray '
+        f'cluster ({str(e).splitlines()[0][:300]}). Start one with `ray '
+        'start --head`, give its HOST:PORT, or leave the flag empty for one '
+        'on this machine.') from e
   stopped: Dict[str, Dict[str, float]] = {}
   outcomes: Dict[str, str] = {}
   try:
@@ -374,8 +409,7 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
             'job': tune.grid_search([dataclasses.asdict(j) for j in jobs]),
             'metric': options.metric},
         tune_config=tune.TuneConfig(
-            scheduler=_make_scheduler(options, max(j.epochs for j in jobs),
-                                      stopped),
+            scheduler=_make_scheduler(options, max_epochs, stopped),
             max_concurrent_trials=options.max_concurrent or None,
             trial_name_creator=lambda t: t.config['job']['name'],
             trial_dirname_creator=lambda t: t.trial_id),
@@ -390,6 +424,6 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
     tuner.fit()
   finally:
     ray.shutdown()
-  for job in jobs:  # A trial Tune never ended (the driver was interrupted).
-    outcomes.setdefault(job.name, 'failed')
+  for job in jobs:  # Tune never ended it: the sweep was interrupted.
+    outcomes.setdefault(job.name, 'interrupted')
   return outcomes

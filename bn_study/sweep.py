@@ -100,11 +100,14 @@ class Distribution:
     low, high = self.args
     if self.kind == 'randint':
       return rng.randrange(low, high)
-    if self.kind == 'loguniform':
-      value = math.exp(rng.uniform(math.log(low), math.log(high)))
-    else:
-      value = rng.uniform(low, high)
-    return float(f'{value:.4g}')  # As the run's name shows it.
+    while True:
+      if self.kind == 'loguniform':
+        value = math.exp(rng.uniform(math.log(low), math.log(high)))
+      else:
+        value = rng.uniform(low, high)
+      value = float(f'{value:.4g}')  # As the run's name shows it.
+      if low <= value < high:  # Rounding can reach either end.
+        return value
 
 
 def _bounds(kind, low, high, positive=False):
@@ -139,7 +142,8 @@ def choice(vals: Sequence[Any]) -> Distribution:
 def sample(space: Dict[str, Any], num_samples: int, seed: int = 0
            ) -> List[Point]:
   """`num_samples` points; each field drawn from its distribution (a plain
-  value is the same in every point). The same seed gives the same points."""
+  value is the same in every point). The same space and seed give the same
+  points; a field added to the space changes them all."""
   if num_samples < 1:
     raise SweepError(f'sample() needs num_samples >= 1, got {num_samples}.')
   rng = random.Random(seed)
@@ -319,10 +323,17 @@ def plan(root: epath.Path, config_path: str, names: Sequence[str],
   scheduler stopped before: finished runs and those are skipped, interrupted
   ones resume."""
   todo, stopped = [], 0
-  base_epochs = load_module(config_file(config_path)).get_config().num_epochs
+  epochs = load_module(config_file(config_path)).get_config().num_epochs
+  for e in extra:
+    if e.startswith('num_epochs='):
+      try:
+        epochs = int(e.split('=', 1)[1])
+      except ValueError as err:
+        raise SweepError(f'--set={e!r}: num_epochs must be an integer.') from err
   for name, point in zip(names, points):
     run_dir = root / name
-    if is_finished(run_dir, point):
+    wanted = {'num_epochs': epochs, **point}  # --set's, unless the point's.
+    if is_finished(run_dir, wanted):
       print(f'skip    {name} (finished)', flush=True)
       continue
     if (run_dir / STOPPED).exists():
@@ -335,7 +346,7 @@ def plan(root: epath.Path, config_path: str, names: Sequence[str],
     resuming = (run_dir / 'checkpoints').is_dir()
     print(f'{"resume " if resuming else "start  "} {name}', flush=True)
     todo.append(Job(name, main_command(config_path, str(run_dir), point, extra),
-                    str(run_dir), point.get('num_epochs', base_epochs)))
+                    str(run_dir), wanted['num_epochs']))
   return todo, stopped
 
 
@@ -347,7 +358,8 @@ class RunLog:
   """
 
   def __init__(self, workdir: str, argv: Sequence[str]):
-    self._remote = workdir_path(workdir) / 'train.log' if '://' in workdir else None
+    self._remote = (workdir_path(workdir) / 'train.log' if '://' in workdir
+                    else None)
     if self._remote:
       handle, path = tempfile.mkstemp(suffix='.train.log')
       os.close(handle)
@@ -408,10 +420,11 @@ def _run_local(job: Job) -> str:
 def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
         print_commands: bool = False, extra: Sequence[str] = (),
         engine=None) -> int:
-  """Runs (or lists) a sweep; the number of runs that failed. `extra`:
-  FIELD=VALUE overrides of every run (where the data is, say). `engine`: a
-  function of the jobs to {name: 'done'|'failed'|'stopped'}, the local one
-  (`parallel` subprocesses) if None."""
+  """Runs (or lists) a sweep; the number of runs that failed or were
+  interrupted. `extra`: FIELD=VALUE overrides of every run (where the data
+  is, say). `engine`: a function of the jobs and the sweep's workdir to
+  {name: 'done'|'failed'|'stopped'|'interrupted'}; None: the local engine,
+  `parallel` subprocesses at once."""
   config_path, points = load(spec)
   for e in extra:
     if '=' not in e:
@@ -443,12 +456,14 @@ def run(spec: str, workdir: str, parallel: int = 1, dry_run: bool = False,
   else:
     outcomes = engine(todo, root)
   counts = {k: sum(o == k for o in outcomes.values())
-            for k in ('done', 'failed', 'stopped')}
+            for k in ('done', 'failed', 'stopped', 'interrupted')}
   stopped = counts['stopped'] + earlier
   print(f'{len(points)} runs: {len(points) - len(todo) - earlier} already '
         f'finished, {counts["done"]} ran, {counts["failed"]} failed' +
-        (f', {stopped} stopped early.' if stopped else '.'), flush=True)
-  return counts['failed']
+        (f', {stopped} stopped early' if stopped else '') +
+        (f', {counts["interrupted"]} interrupted (relaunch to resume them)'
+         if counts['interrupted'] else '') + '.', flush=True)
+  return counts['failed'] + counts['interrupted']
 
 
 def _engine(lib):
@@ -526,7 +541,8 @@ def _define_flags():
   flags.DEFINE_integer('max_concurrent_runs', 0, 'At most this many runs at '
                        'once; 0: as many as the cluster\'s resources hold.')
   flags.DEFINE_integer('max_failures', 3, 'Retries of a run whose worker or '
-                       'node died; each resumes from its latest checkpoint.')
+                       'node died, or whose main.py crashed (any exit but 0 '
+                       'and 2); each resumes from its latest checkpoint.')
   flags.DEFINE_string('scheduler', '', 'Trial scheduler: empty (run all to '
                       'the end) or asha (stop poor runs early).')
   flags.DEFINE_string('metric', 'eval/accuracy', 'What the scheduler ranks '

@@ -52,9 +52,10 @@ def ray_sweep(tiny_study, tmp_path_factory):
             sweep.values('learning_rate', [1e-3, 0.02, 0.03]))
       '''))
   # New network and PID namespaces: loopback only, and every process the
-  # script leaves behind ends with it.
+  # script leaves behind ends with it, or with unshare on a timeout.
   proc = subprocess.run(
-      ['unshare', '-n', '-p', '-f', '--mount-proc', 'bash', '-c',
+      ['unshare', '-n', '-p', '-f', '--kill-child', '--mount-proc', 'bash',
+       '-c',
        'ip link set lo up && exec "$0" "$@"', sys.executable,
        'tests/ray_cluster.py', tiny_study[0], str(workdir), KILLED,
        str(asha_sweep), str(out)],
@@ -96,7 +97,8 @@ def test_killed_worker_is_retried_and_resumes_exactly(ray_sweep, tiny_study):
   assert len(attempts) == 2
   assert 'exit_code' not in attempts[0] and attempts[1]['exit_code'] == 0
   assert attempts[0]['worker_pid'] == killed['worker_pid']
-  assert f'retry   {KILLED} (failure 1 of at most 2' in result['outputs'][0]
+  assert f'retry   {KILLED} (1 of at most 2: its worker process or node died)' \
+      in result['outputs'][0]
   log = (workdir / KILLED / 'train.log').read_text()
   assert log.count('\n$ python') == 0 and log.count('\n$ main.py') == 2
   assert (f'Resumed from {workdir / KILLED / "checkpoints"} at step '
