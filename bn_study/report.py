@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from bn_study import claims
 from bn_study import runs as runs_lib
 
 # Fields that say where or how a run was launched, not what it studies.
@@ -480,8 +481,11 @@ def instrument_sections(groups, out) -> List[str]:
 
 def write_report(roots: Sequence[str], out: str,
                  thresholds: Sequence[float] = (1.0, 0.5, 0.2),
-                 smoothing: float = 0.6, title: Optional[str] = None) -> str:
-  """Writes OUT/report.md and its plots; returns the report's path."""
+                 smoothing: float = 0.6, title: Optional[str] = None,
+                 claims_file: Optional[str] = None) -> str:
+  """Writes OUT/report.md and its plots; returns the report's path. The
+  claims are `claims_file`'s CLAIMS, or those of the sweeps that made the
+  runs (bn_study/claims.py)."""
   found, skipped = runs_lib.find_runs(list(roots))
   if not found:
     raise ValueError(f'No runs under {", ".join(roots)} (a run is a folder '
@@ -567,6 +571,13 @@ def write_report(roots: Sequence[str], out: str,
     lines += ['', _per_epoch_table(groups, mode), '', f'![{mode}]({png})', '']
 
   lines += instrument_sections(groups, out)
+  try:
+    study_claims = (claims.load(claims_file) if claims_file
+                    else claims.of_sweeps(roots))
+  except claims.ClaimError as e:
+    raise ValueError(str(e)) from e
+  if study_claims:
+    lines += claims.report_lines(study_claims, found)
 
   lines += ['## Runs', '', '| group | seed | status | ' + ' | '.join(thr_cols) +
             ' | ' + ' | '.join(f'final {m}/accuracy' for m in modes) +
@@ -631,6 +642,9 @@ def _define_flags():
   flags.DEFINE_float('smoothing', 0.6, 'TensorBoard-style smoothing weight '
                      'of the training loss, in [0, 1).')
   flags.DEFINE_string('title', None, 'Report title.')
+  flags.DEFINE_string('claims', None, 'A Python file whose CLAIMS to '
+                      'evaluate; by default, those of the sweep files named '
+                      'by the folders\' sweep.json.')
 
 
 def main(argv):
@@ -650,8 +664,10 @@ def main(argv):
           file=sys.stderr)
     sys.exit(2)
   try:
+    if FLAGS.claims and not os.path.isfile(FLAGS.claims):
+      raise ValueError(f'--claims={FLAGS.claims!r} is not a file.')
     path = write_report(roots, FLAGS.out, thresholds, FLAGS.smoothing,
-                        FLAGS.title)
+                        FLAGS.title, FLAGS.claims)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
