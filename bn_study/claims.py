@@ -88,6 +88,27 @@ def _of_each_run(tag: str, where: Dict[str, object], label: str,
   return Quantity(f'{label} {tag} ({_where_label(where)})', per_seed)
 
 
+def at_step(tag: str, step: int, **where) -> Quantity:
+  """The value of `tag` logged at `step` in each run that matches `where`."""
+  def per_seed(found):
+    out = {}
+    for run in found:
+      if _matches(run, where) and tag in run.scalars:
+        steps = list(run.scalars[tag].steps)
+        if step not in steps:
+          raise ClaimError(f'{run.path} logged no {tag} at step {step}.')
+        if run.config.get('seed') in out:
+          raise ClaimError(f'{_where_label(where)} matches more than one run '
+                           f'with seed {run.config.get("seed")}: name the '
+                           'fields that tell them apart.')
+        out[run.config.get('seed')] = float(
+            run.scalars[tag].values[steps.index(step)])
+    if not out:
+      raise ClaimError(f'No run with {tag} has {_where_label(where)}.')
+    return out
+  return Quantity(f'{tag} at step {step} ({_where_label(where)})', per_seed)
+
+
 def _best(tag: str) -> Callable[[np.ndarray], float]:
   return np.nanmin if tag.endswith('loss') else np.nanmax
 

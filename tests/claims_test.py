@@ -65,6 +65,10 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
   assert claims.evaluate(claims.greater('above 0.7', bn,
                                         claims.constant(0.7)),
                          found).verdict == claims.HOLDS
+  early = claims.at_step('eval/accuracy', 10, batch_size=32, **BN)
+  assert early.per_seed(found) == pytest.approx({0: 0.40, 1: 0.41, 2: 0.405})
+  assert 'no eval/accuracy at step 15' in claims.evaluate(claims.greater(
+      'x', claims.at_step('eval/accuracy', 15, **BN), none), found).why
   assert claims.evaluate(claims.greater('best', claims.best(
       'eval/loss', **BN), claims.constant(2.0)), found).verdict == claims.FAILS
 
