@@ -425,5 +425,7 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
   finally:
     ray.shutdown()
   for job in jobs:  # Tune never ended it: the sweep was interrupted.
-    outcomes.setdefault(job.name, 'interrupted')
+    if job.name not in outcomes:
+      outcomes[job.name] = ('done' if sweep.is_finished(
+          job.workdir, {'num_epochs': job.epochs}) else 'interrupted')
   return outcomes
