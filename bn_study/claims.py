@@ -68,7 +68,10 @@ def _where_label(where: Dict[str, object]) -> str:
 
 
 def _of_each_run(tag: str, where: Dict[str, object], label: str,
-                 value: Callable[[np.ndarray], float]) -> Quantity:
+                 value: Callable[[runs_lib.Series], Optional[float]],
+                 when: str = '') -> Quantity:
+  """`value` of `tag`'s series (None: not logged `when`) in each run that
+  matches `where`, one per seed."""
   def per_seed(found):
     chosen = [r for r in found if _matches(r, where)]
     if not chosen:
@@ -81,47 +84,34 @@ def _of_each_run(tag: str, where: Dict[str, object], label: str,
             f'{_where_label(where) or "Every run"} matches more than one run '
             f'with seed {seed}: name the fields that tell them apart.')
       series = run.scalars.get(tag)
-      if series is None or not len(series.values):
-        raise ClaimError(f'{run.path} logged no {tag}.')
-      out[seed] = value(series.values)
+      got = value(series) if series is not None and len(series.values) else None
+      if got is None:
+        raise ClaimError(f'{run.path} logged no {tag}{when}.')
+      out[seed] = got
     return out
-  return Quantity(f'{label} {tag} ({_where_label(where)})', per_seed)
-
-
-def at_step(tag: str, step: int, **where) -> Quantity:
-  """The value of `tag` logged at `step` in each run that matches `where`."""
-  def per_seed(found):
-    out = {}
-    for run in found:
-      if _matches(run, where) and tag in run.scalars:
-        steps = list(run.scalars[tag].steps)
-        if step not in steps:
-          raise ClaimError(f'{run.path} logged no {tag} at step {step}.')
-        if run.config.get('seed') in out:
-          raise ClaimError(f'{_where_label(where)} matches more than one run '
-                           f'with seed {run.config.get("seed")}: name the '
-                           'fields that tell them apart.')
-        out[run.config.get('seed')] = float(
-            run.scalars[tag].values[steps.index(step)])
-    if not out:
-      raise ClaimError(f'No run with {tag} has {_where_label(where)}.')
-    return out
-  return Quantity(f'{tag} at step {step} ({_where_label(where)})', per_seed)
-
-
-def _best(tag: str) -> Callable[[np.ndarray], float]:
-  return np.nanmin if tag.endswith('loss') else np.nanmax
+  return Quantity(f'{label} ({_where_label(where)})', per_seed)
 
 
 def final(tag: str, **where) -> Quantity:
   """The last logged value of `tag` in each run that matches `where`."""
-  return _of_each_run(tag, where, 'final', lambda v: float(v[-1]))
+  return _of_each_run(tag, where, f'final {tag}',
+                      lambda s: float(s.values[-1]))
 
 
 def best(tag: str, **where) -> Quantity:
   """The best value of `tag` over each run (lowest for a loss)."""
-  return _of_each_run(tag, where, 'best',
-                      lambda v: float(_best(tag)(v)))
+  pick = np.nanmin if tag.endswith('loss') else np.nanmax
+  return _of_each_run(tag, where, f'best {tag}',
+                      lambda s: float(pick(s.values)))
+
+
+def at_step(tag: str, step: int, **where) -> Quantity:
+  """The value of `tag` logged at `step` in each run that matches `where`."""
+  def value(series):
+    hits = np.flatnonzero(series.steps == step)
+    return float(series.values[hits[0]]) if len(hits) else None
+  return _of_each_run(tag, where, f'{tag} at step {step}', value,
+                      when=f' at step {step}')
 
 
 def _over(field: str, quantity: Quantity, label: str,

@@ -40,7 +40,8 @@ SCHEDULERS = ('', 'asha')
 METRICS = tuple(f'{prefix}/{name}'
                 for prefix in ('eval', 'eval_precise', 'eval_batch')
                 for name in ('accuracy', 'loss'))
-ATTEMPTS = 'ray_attempts.json'  # In each run's workdir: where it ran, how it ended.
+# In each run's workdir: where each attempt ran, and how it ended.
+ATTEMPTS = 'ray_attempts.json'
 TUNE_DIR = '.tune'  # In the sweep's workdir: Tune's records of its trials.
 
 
@@ -104,7 +105,8 @@ def make_options(address: str, resources: str, max_concurrent: int,
         f'--grace_epochs={grace_epochs} must be >= 1 and --reduction_factor='
         f'{reduction_factor} > 1.')
   return Options(address=address, resources=parse_resources(resources),
-                 max_concurrent=max_concurrent, max_failures=max_failures, scheduler=scheduler, metric=metric,
+                 max_concurrent=max_concurrent, max_failures=max_failures,
+                 scheduler=scheduler, metric=metric,
                  mode=mode or ('min' if metric.endswith('loss') else 'max'),
                  grace_epochs=grace_epochs, reduction_factor=reduction_factor)
 
@@ -257,7 +259,6 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
   """A Tune callback printing the sweep's progress in the local engine's
   words, plus a table of every run now and then, and filling `outcomes`."""
   by_name = {j.name: j for j in jobs}
-  total_epochs = {j.name: j.epochs for j in jobs}
 
   class Progress(tune.Callback):
     """Lines as runs start, eval, retry and end; a table every so often."""
@@ -278,7 +279,7 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
       if result['epoch'] <= self.latest.get(name, {}).get('epoch', 0):
         return  # A retry re-reads the evals before its resume.
       self.latest[name] = result
-      print(f'eval    {name} epoch {result["epoch"]:g}/{total_epochs[name]} '
+      print(f'eval    {name} epoch {result["epoch"]:g}/{by_name[name].epochs} '
             f'{options.metric} {result[options.metric]:.4f} '
             f'(on {result.get("hostname", "?")})', flush=True)
 
@@ -292,7 +293,7 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
       name = trial.config['job']['name']
       job = by_name[name]
       seconds = time.time() - self.started.get(name, time.time())
-      if sweep.is_finished(job.workdir, {'num_epochs': job.epochs}):
+      if job.finished():
         outcomes[name] = self.status[name] = 'done'
         print(f'done    {name} ({seconds:.0f} s)', flush=True)
       elif trial.trial_id in stopped:
@@ -426,6 +427,5 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
     ray.shutdown()
   for job in jobs:  # Tune never ended it: the sweep was interrupted.
     if job.name not in outcomes:
-      outcomes[job.name] = ('done' if sweep.is_finished(
-          job.workdir, {'num_epochs': job.epochs}) else 'interrupted')
+      outcomes[job.name] = 'done' if job.finished() else 'interrupted'
   return outcomes

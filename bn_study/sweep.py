@@ -316,6 +316,9 @@ class Job:
   workdir: str
   epochs: int  # How many it trains for.
 
+  def finished(self) -> bool:
+    return is_finished(self.workdir, {'num_epochs': self.epochs})
+
 
 def plan(root: epath.Path, config_path: str, names: Sequence[str],
          points: Sequence[Point], extra: Sequence[str]):
@@ -329,7 +332,8 @@ def plan(root: epath.Path, config_path: str, names: Sequence[str],
       try:
         epochs = int(e.split('=', 1)[1])
       except ValueError as err:
-        raise SweepError(f'--set={e!r}: num_epochs must be an integer.') from err
+        raise SweepError(
+            f'--set={e!r}: num_epochs must be an integer.') from err
   for name, point in zip(names, points):
     run_dir = root / name
     wanted = {'num_epochs': epochs, **point}  # --set's, unless the point's.
@@ -485,9 +489,8 @@ def _engine(lib):
   from bn_study import ray_engine
   options = ray_engine.make_options(
       FLAGS.ray_address, FLAGS.resources_per_run, FLAGS.max_concurrent_runs,
-      FLAGS.max_failures,
-      FLAGS.scheduler, FLAGS.metric, FLAGS.mode, FLAGS.grace_epochs,
-      FLAGS.reduction_factor)
+      FLAGS.max_failures, FLAGS.scheduler, FLAGS.metric, FLAGS.mode,
+      FLAGS.grace_epochs, FLAGS.reduction_factor)
   ray_engine.import_ray()  # Before anything runs.
   return lambda jobs, root: ray_engine.run(jobs, root, options)
 
