@@ -165,6 +165,19 @@ def argmin_over(field: str, quantity: Quantity) -> Quantity:
                lambda xs, vals: float(vals[int(np.argmin(xs))]))
 
 
+def difference(left: Quantity, right: Quantity) -> Quantity:
+  """Per seed: left - right, over the seeds both have (a fall, a gain)."""
+  def per_seed(found):
+    a, b = left.per_seed(found), right.per_seed(found)
+    if None in b:  # A constant.
+      return {s: v - b[None] for s, v in a.items()}
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+      raise ClaimError(f'{left.label} and {right.label}: no seed in common.')
+    return {s: a[s] - b[s] for s in seeds}
+  return Quantity(f'({left.label}) - ({right.label})', per_seed)
+
+
 def constant(value: float) -> Quantity:
   """A fixed number (as if measured on every seed without spread)."""
   return Quantity(f'{value:g}', lambda found: {None: float(value)})

@@ -95,6 +95,16 @@ def test_range_and_argmax_over_a_field(tmp_path):
   assert claims.evaluate(claims.greater('BN best at the largest batch',
                                         best_batch, claims.constant(8)),
                          found).verdict == claims.HOLDS
+  # A fall, per seed: BN loses 0.40 from batch 32 to 2, GN nothing.
+  fall = lambda norm: claims.difference(
+      claims.final('eval/accuracy', batch_size=32, **norm),
+      claims.final('eval/accuracy', batch_size=2, **norm))
+  assert fall(BN).per_seed(found) == pytest.approx({0: .4, 1: .4, 2: .4})
+  assert claims.evaluate(claims.greater('BN falls further', fall(BN),
+                                        fall(GN)), found).verdict == claims.HOLDS
+  assert claims.evaluate(claims.less('GN falls by under 0.01', fall(GN),
+                                     claims.constant(0.01)),
+                         found).verdict == claims.HOLDS
 
 
 def test_one_seed_or_unanswerable_claims_say_why(tmp_path):
