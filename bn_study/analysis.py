@@ -120,11 +120,12 @@ def weight_norms(params, grads, updates, layers) -> Dict[str, jax.Array]:
   return out
 
 
-def activations(state, probe) -> Dict[str, jax.Array]:
+def activations(state, probe, seed: int = 0) -> Dict[str, jax.Array]:
   """act/ summaries of every `<layer>_preact` the model sows, on `probe`."""
   _, inter = state.apply_fn(
       models.variables(state.params, state.batch_stats), probe, train=True,
-      mutable=['intermediates', 'batch_stats'])
+      mutable=['intermediates', 'batch_stats'],
+      rngs=models.noise_rngs(seed, state.step))
   out = {}
   for name, values in inter['intermediates'].items():
     if not name.endswith('_preact'):
@@ -140,21 +141,24 @@ def activations(state, probe) -> Dict[str, jax.Array]:
 
 def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
             multipliers: Tuple[float, ...], layers: Tuple[str, ...],
-            label_smoothing: float = 0.0) -> Dict[str, jax.Array]:
+            label_smoothing: float = 0.0, seed: int = 0
+            ) -> Dict[str, jax.Array]:
   """Every instrument asked for, on this step's state and batch; `layers`
   the weight layers in forward order (models.weight_layers). The loss is
-  the training loss (losses.cross_entropy)."""
+  the training loss (losses.cross_entropy), with the step's own noise
+  (`seed`; models.noise_rngs) in every evaluation of it."""
 
   def loss_fn(params):
     logits, _ = state.apply_fn(models.variables(params, state.batch_stats),
                                batch['image'], train=True,
-                               mutable=['batch_stats'])
+                               mutable=['batch_stats'],
+                               rngs=models.noise_rngs(seed, state.step))
     return losses.cross_entropy(logits, batch['label'],
                                 label_smoothing).mean()
 
   out = {}
   if 'act' in instruments:
-    out.update(activations(state, probe))
+    out.update(activations(state, probe, seed))
   if instruments == ('act',):
     return out
   # One gradient at the current weights serves every other instrument.
@@ -171,11 +175,11 @@ def measure(state, batch, probe, learning_rate, *, instruments: Tuple[str, ...],
 
 
 def jit_measure(mesh_repl, data_sharding, instruments, multipliers, layers,
-                label_smoothing: float = 0.0):
+                label_smoothing: float = 0.0, seed: int = 0):
   """`measure` compiled over the mesh; nothing donated (it only reads)."""
   return jax.jit(
       functools.partial(measure, instruments=tuple(instruments),
                         multipliers=tuple(multipliers), layers=tuple(layers),
-                        label_smoothing=label_smoothing),
+                        label_smoothing=label_smoothing, seed=seed),
       in_shardings=(mesh_repl, data_sharding, data_sharding, mesh_repl),
       out_shardings=mesh_repl)

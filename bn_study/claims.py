@@ -114,6 +114,16 @@ def at_step(tag: str, step: int, **where) -> Quantity:
                       when=f' at step {step}')
 
 
+def mean(tag: str, from_step: int = 0, **where) -> Quantity:
+  """The mean of `tag` over the steps logged from `from_step` on, in each run
+  that matches `where` (an instrument measured along training)."""
+  def value(series):
+    kept = series.values[series.steps >= from_step]
+    return float(np.mean(kept)) if len(kept) else None
+  return _of_each_run(tag, where, f'mean {tag} from step {from_step}', value,
+                      when=f' from step {from_step}')
+
+
 def _over(field: str, quantity: Quantity, label: str,
           combine: Callable[[List[float], List[object]], float]) -> Quantity:
   """Per seed: `combine` of the quantity's values at each value of `field`."""

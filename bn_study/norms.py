@@ -36,7 +36,8 @@ def validate(model_config):
   errors.check_choice('model.stats_scope', model_config.stats_scope,
                       STATS_SCOPES)
   if (model_config.stats_scope == 'per_device'
-      and model_config.norm in BATCH_NORMS and model_config.norm != 'batch'):
+      and model_config.norm in BATCH_NORMS
+      and model_config.norm not in ('batch', 'noisy_batch')):
     raise errors.UserError(
         f'model.stats_scope=per_device is for model.norm=batch, not '
         f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
@@ -75,6 +76,9 @@ def validate(model_config):
         f'model.norm={model_config.norm!r} brings its own nonlinearity in '
         f'place of a ReLU, so model.activation must be \'relu\', not '
         f'{model_config.activation!r}.')
+  if model_config.norm == 'noisy_batch':
+    errors.check_number('model.noise_shift', model_config.noise_shift, 0)
+    errors.check_number('model.noise_scale', model_config.noise_scale, 1)
   if model_config.norm == 'batch_renorm':
     cfg = model_config
     errors.check_number('model.renorm_momentum', cfg.renorm_momentum, 0, 1,
@@ -260,6 +264,34 @@ class BatchRenorm(nn.Module):
     return _scale_bias(self, y, x.dtype)
 
 
+class StepNoise(nn.Module):
+  """Santurkar et al. (2018)'s noise for "noisy BN": each channel scaled by s
+  and shifted by m, both redrawn every training step and shared by every
+  example and position, so the next layer's input distribution moves from
+  step to step (covariate shift, made on purpose) while each example keeps
+  its information. m ~ U(-shift, shift), log s ~ U(-log scale, log scale).
+
+  The draws come from the 'noise' RNG stream, which only the train step (and
+  the instruments measuring it) pass, derived from the seed and the step
+  (models.noise_rngs). Without it (eval, PreciseBN) this is the identity.
+  """
+  shift: float
+  scale: float
+
+  @nn.compact
+  def __call__(self, x):
+    if not self.has_rng('noise'):
+      return x
+    k_shift, k_scale = jax.random.split(self.make_rng('noise'))
+    channels = x.shape[-1:]
+    m = jax.random.uniform(k_shift, channels, jnp.float32, -self.shift,
+                           self.shift)
+    log_scale = math.log(self.scale)
+    s = jnp.exp(jax.random.uniform(k_scale, channels, jnp.float32,
+                                   -log_scale, log_scale))
+    return (x * s + m).astype(x.dtype)
+
+
 def _spatial_axes(x):
   """H and W of an NHWC input; none for a dense layer's (N, C)."""
   return tuple(range(1, x.ndim - 1))
@@ -438,6 +470,15 @@ def _batch(site):
   return batch_norm
 
 
+def _noisy_batch(site):
+  batch_norm = _batch(site)
+  noise = StepNoise(site.cfg.noise_shift, site.cfg.noise_scale,
+                    name=site.common['name'] + '_noise')
+  def noisy_batch_norm(x, mask=None):
+    return noise(batch_norm(x, mask))
+  return noisy_batch_norm
+
+
 def _ghost_batch(site):
   return GhostBatchNorm(site.cfg.virtual_batch_size, not site.train,
                         **site.running, **site.common)
@@ -513,6 +554,10 @@ REGISTRY: Dict[str, Normalizer] = {
         _batch_renorm, 'Ioffe 2017',
         ('renorm_momentum', 'zero_debias', 'renorm_r_max', 'renorm_d_max',
          'renorm_warmup', 'renorm_r_max_at', 'renorm_d_max_at'),
+        running_stats=True, debiasable=True),
+    'noisy_batch': Normalizer(
+        _noisy_batch, 'Santurkar et al. 2018',
+        _RUNNING + ('stats_scope', 'noise_shift', 'noise_scale'),
         running_stats=True, debiasable=True),
     'group': Normalizer(_group, 'Wu & He 2018', ('num_groups',)),
     'layer': Normalizer(_layer, 'Ba et al. 2016'),

@@ -173,20 +173,22 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
 
 def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
                schedule, skip_nonfinite: bool = False,
-               label_smoothing: float = 0.0
+               label_smoothing: float = 0.0, seed: int = 0
                ) -> tuple[TrainState, TrainMetrics]:
   """One optimizer step; BN normalizes by batch statistics and updates its
   running averages, which are kept in the new state.
 
   With `skip_nonfinite`, a step whose loss or gradient norm is not finite
   leaves params, optimizer state and BN statistics as they were (the step
-  counter still advances, so the data order is unchanged).
+  counter still advances, so the data order is unchanged). Randomness in
+  the model (noisy BN's noise) comes from `seed` and the step.
   """
 
   def loss_fn(params):
     logits, new_vars = state.apply_fn(
         models.variables(params, state.batch_stats), batch['image'],
-        train=True, mutable=['batch_stats'])
+        train=True, mutable=['batch_stats'],
+        rngs=models.noise_rngs(seed, state.step))
     loss = losses.cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), (logits, loss, new_vars.get('batch_stats', {}))
 
@@ -259,7 +261,7 @@ class Steps:
 
 
 def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
-              label_smoothing: float = 0.0) -> Steps:
+              label_smoothing: float = 0.0, seed: int = 0) -> Steps:
   """The steps compiled over the mesh, state and metrics donated so XLA
   updates them in place (eval never donates the state it reads)."""
   repl = mesh_lib.replicated(mesh)
@@ -275,7 +277,8 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
   return Steps(
       train=jax.jit(functools.partial(train_step, schedule=schedule,
                                       skip_nonfinite=skip_nonfinite,
-                                      label_smoothing=label_smoothing),
+                                      label_smoothing=label_smoothing,
+                                      seed=seed),
                     in_shardings=(repl, data, repl),
                     out_shardings=(repl, repl), donate_argnums=(0, 2),
                     compiler_options=cpu.compiler_options(platform)),
@@ -284,14 +287,14 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
 
 def jit_train_loop(mesh, schedule, take, steps_per_epoch: int,
                    skip_nonfinite: bool = False, label_smoothing: float = 0.0,
-                   one_loop: bool = True):
+                   one_loop: bool = True, seed: int = 0):
   """(state, metrics, inputs, n) -> n train steps: train_loop compiled over
   the mesh, state and metrics donated; or, where one loop would be slow
   (`one_loop` False: cpu.steps_in_one_loop), the same step jitted alone and
   dispatched n times, without waiting for any of them."""
   repl = mesh_lib.replicated(mesh)
   step_kwargs = dict(schedule=schedule, skip_nonfinite=skip_nonfinite,
-                     label_smoothing=label_smoothing)
+                     label_smoothing=label_smoothing, seed=seed)
   options = cpu.compiler_options(mesh.devices.flat[0].platform)
   if one_loop:
     return jax.jit(functools.partial(train_loop, take=take,
@@ -595,11 +598,13 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       model, (config.batch_size, *info.image_shape)))
 
   skip_nonfinite = config.nonfinite == 'skip'
-  steps = jit_steps(mesh, schedule, skip_nonfinite, config.label_smoothing)
+  steps = jit_steps(mesh, schedule, skip_nonfinite, config.label_smoothing,
+                    config.seed)
   loop = jit_train_loop(
       mesh, schedule, feed.take, steps_per_epoch, skip_nonfinite,
       config.label_smoothing,
-      cpu.steps_in_one_loop(mesh.devices.flat[0].platform, config.model))
+      cpu.steps_in_one_loop(mesh.devices.flat[0].platform, config.model),
+      config.seed)
   modes = eval_stats_modes(config)
   precise = precise_bn.PreciseBN(model, mesh) if 'precise' in modes else None
   report = summaries.progress(num_steps, writer)
@@ -611,7 +616,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
         repl, mesh_lib.batch_sharding(mesh), instruments,
         config.analysis.smoothness_lr_multipliers,
         models.weight_layers(model, (1, *info.image_shape)),
-        config.label_smoothing)
+        config.label_smoothing, config.seed)
     probe = feed.probe(config.analysis.probe_size)
     logging.info('Instruments every %d steps: %s.',
                  config.analysis.every_steps, ', '.join(instruments))

@@ -122,8 +122,8 @@ def get_config():
   # on CPU for the seed CNN (bn_study/cpu.py, docs/performance.md). auto:
   # im2col on CPU for the seed's cnn and mlp in float32, xla elsewhere.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
-  # none | batch | ghost_batch | batch_renorm | group | layer | instance |
-  # frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the
+  # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |
+  # instance | frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the
   # evonorms replace the ReLU after the norm too (placement=pre_act only).
   config.model.norm = 'none'
   # Weight Standardization (Qiao et al. 2019): every conv kernel
@@ -170,6 +170,11 @@ def get_config():
   # the seed's widths (30, 50, 60, 3500, 700); 10 divides them all. A layer whose channels
   # num_groups does not divide uses gcd(num_groups, channels) groups.
   config.model.num_groups = 10
+  # noisy_batch (Santurkar et al. 2018's "noisy BN"): BN, then each channel
+  # scaled by s and shifted by m, both redrawn every training step: m ~
+  # U(-noise_shift, noise_shift), log s ~ U(-log noise_scale, log noise_scale).
+  config.model.noise_shift = 0.5
+  config.model.noise_scale = 2.0
   # global: BN statistics over the whole global batch, on any number of
   #   devices (the default, and what jit over a mesh computes).
   # per_device: each device's shard normalized by its own statistics, as pmap

@@ -65,6 +65,12 @@ def test_verdicts_follow_the_spread_over_seeds(tmp_path):
   assert claims.evaluate(claims.greater('above 0.7', bn,
                                         claims.constant(0.7)),
                          found).verdict == claims.HOLDS
+  assert claims.mean('eval/accuracy', **BN).per_seed(found) == pytest.approx(
+      {0: 0.60, 1: 0.615, 2: 0.6075})
+  assert claims.mean('eval/accuracy', from_step=11, **BN).per_seed(
+      found) == pytest.approx({0: 0.80, 1: 0.82, 2: 0.81})
+  assert 'from step 21' in claims.evaluate(claims.greater(
+      'x', claims.mean('eval/accuracy', 21, **BN), none), found).why
   early = claims.at_step('eval/accuracy', 10, batch_size=32, **BN)
   assert early.per_seed(found) == pytest.approx({0: 0.40, 1: 0.41, 2: 0.405})
   assert 'no eval/accuracy at step 15' in claims.evaluate(claims.greater(

@@ -195,6 +195,51 @@ def test_zero_debiased_averages_equal_the_population_after_3_steps(norm, stat):
   assert np.all(np.abs(runs[False][stat] - population) > 0.5 * population)
 
 
+def test_noisy_bn_is_bn_then_a_per_channel_affine_redrawn_every_step():
+  """Santurkar et al.'s noisy BN: the BN output, each channel scaled by s in
+  [1/noise_scale, noise_scale] and shifted by m in [-noise_shift,
+  noise_shift]; the same draws for every example, new ones every step, none
+  without the train step's noise stream."""
+  x = _x(SHAPES['conv'])
+  cfg = _cfg('noisy_batch', noise_shift=0.5, noise_scale=2.0)
+  v = _variables(cfg, x)
+  p = v['params']['norm']
+  mu, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+  bn = (x - mu) / np.sqrt(var + EPS) * p['scale'] + p['bias']  # The paper's.
+  wrap = Wrap(cfg, train=True)
+
+  def noisy(step, seed=0):
+    y, new = wrap.apply(v, x, mutable=['batch_stats'],
+                        rngs=models.noise_rngs(seed, step))
+    return np.asarray(y), new
+
+  y, new = noisy(3)
+  for c in range(x.shape[-1]):
+    s, m = np.polyfit(bn[..., c].ravel(), y[..., c].ravel(), 1)
+    np.testing.assert_allclose(y[..., c], s * bn[..., c] + m, atol=1e-4)
+    assert 0.5 <= s <= 2 and abs(m) <= 0.5, (c, s, m)
+  assert not np.allclose(y, bn, atol=1e-2)
+  np.testing.assert_array_equal(noisy(3)[0], y)  # A function of the step.
+  assert not np.allclose(noisy(4)[0], y)
+  assert not np.allclose(noisy(3, seed=1)[0], y)
+  # The running averages follow BN's batch statistics, before the noise.
+  _, plain = _apply(_cfg('batch'), v, x, True)
+  for key in ('mean', 'var'):
+    np.testing.assert_allclose(new['batch_stats']['norm'][key],
+                               plain['batch_stats']['norm'][key], rtol=1e-5)
+  # No noise stream (PreciseBN, eval by batch statistics) or eval: BN.
+  np.testing.assert_allclose(_apply(cfg, v, x, True)[0], bn, atol=1e-4)
+  np.testing.assert_allclose(_apply(cfg, v, x, False)[0],
+                             _apply(_cfg('batch'), v, x, False)[0])
+  # Over many steps the draws fill their ranges.
+  draws = np.array([[np.polyfit(bn[..., 0].ravel(), noisy(t)[0][..., 0].ravel(),
+                                1)] for t in range(60)])[:, 0]
+  log_s, m = np.log(draws[:, 0]), draws[:, 1]
+  assert np.all(np.abs(log_s) <= np.log(2) + 1e-4) and np.all(np.abs(m) <= .5)
+  assert log_s.max() > 0.5 and log_s.min() < -0.5
+  assert m.max() > 0.35 and m.min() < -0.35
+
+
 def test_zero_debias_adds_only_a_step_count_to_the_checkpoint():
   x = _x(SHAPES['conv'])
   plain = Wrap(_cfg('ghost_batch'), train=False).init(jax.random.key(0), x)
@@ -387,6 +432,10 @@ def test_adaptive_gradient_clipping_is_the_papers_and_spares_the_classifier():
       'model.stats_scope': 'per_device'}, 'per_device is for model.norm=batch'),
     ({'model.zero_debias': True, 'model.bn_momentum': 1.0},
      'model.bn_momentum=1.0'),
+    ({'model.norm': 'noisy_batch', 'model.noise_scale': 0.5},
+     'model.noise_scale=0.5'),
+    ({'model.norm': 'noisy_batch', 'model.noise_shift': -1.0},
+     'model.noise_shift=-1.0'),
 ])
 def test_bad_configs_are_user_errors(overrides, message):
   with pytest.raises(errors.UserError, match=message):

@@ -51,6 +51,13 @@ def variables(params, batch_stats):
   return {'params': params}
 
 
+def noise_rngs(seed: int, step) -> Dict[str, jax.Array]:
+  """The `rngs` of a training step's `apply`: the 'noise' stream that
+  norms.StepNoise draws from, a function of the run's seed and the step
+  alone, so a resumed run redraws exactly what it would have drawn."""
+  return {'noise': jax.random.fold_in(jax.random.key(seed), step)}
+
+
 def resolved(model_config):
   """The model block with the family's published depth filled in where
   model.depth is None."""

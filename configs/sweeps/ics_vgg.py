@@ -1,0 +1,79 @@
+r"""Does BN reduce internal covariate shift on VGG? (Santurkar et al. 2018)
+
+  python -m bn_study.sweep --sweep=configs/sweeps/ics_vgg.py --workdir=runs/ics_vgg --parallel=2
+  python -m bn_study.report runs/ics_vgg --out=docs/results/ics_vgg/report
+
+The claims: on VGG, BN does not reduce ICS while it smooths the loss; and
+"noisy BN" (BN followed by noise of non-zero mean and non-unit variance,
+redrawn every step: model.norm=noisy_batch) still trains about as well as
+BN. Three arms: no BN, BN and noisy BN, every one at the same learning rate,
+with the instruments on (bn_study/analysis.py: Santurkar et al.'s ICS per
+layer, the loss and gradient along the gradient, activations) every 100
+steps, on the state before that step's update.
+
+At this machine's scale: VGG-11 at a quarter of the width (configs/
+vgg16_bn.py with model.depth=11, model.width=16: channels 16-128, BN after
+every conv and before its ReLU), SGD at 0.02 for every arm (VGG without BN
+diverges at BN's usual 0.1), momentum 0.9, L2 5e-4, steps of 10x at 50%
+and 75%, crop and flip, batch 128, 3 epochs of the 50,000 CIFAR-10
+training images (1,170 steps; non-finite steps skipped and counted),
+2 seeds (`:seeds=N`, `:epochs=N`). The claims
+read the instruments from step 100 on, past the first steps' transient.
+The full-scale command for a GPU is in docs/results/ics_vgg/README.md.
+"""
+
+from bn_study import claims
+from bn_study import sweep
+
+CONFIG = 'configs/vgg16_bn.py'
+ARMS = ['none', 'batch', 'noisy_batch']
+FROM = 100  # The first measurement the claims read.
+LAYERS = ('conv4', 'conv8', 'logits')  # Middle, last conv, classifier.
+
+
+def get_sweep(arg=''):
+  opts = sweep.parse_arg(arg, {'seeds': 2, 'epochs': 3}, 'ics_vgg')
+  return sweep.product(
+      sweep.values('model.depth', [11]),
+      sweep.values('model.width', [16]),
+      sweep.values('learning_rate', [0.02]),
+      sweep.values('num_epochs', [opts['epochs']]),
+      sweep.values('analysis.every_steps', [100]),
+      sweep.values('log_every_steps', [50]),
+      sweep.values('nonfinite', ['skip']),  # A diverging arm still ends.
+      sweep.values('model.norm', ARMS),
+      sweep.values('seed', list(range(opts['seeds']))))
+
+
+def _mean(tag, norm):
+  return claims.mean(tag, FROM, **{'model.norm': norm})
+
+
+def _accuracy(norm):
+  return claims.final('eval/accuracy', **{'model.norm': norm})
+
+
+CLAIMS = [
+    # The popular belief, which Santurkar et al. found does not hold on VGG.
+    *[claims.less(f'BN reduces ICS at {layer}: smaller ||G - G\'||',
+                  _mean(f'ics/{layer}/l2', 'batch'),
+                  _mean(f'ics/{layer}/l2', 'none')) for layer in LAYERS],
+    *[claims.greater(f'BN reduces ICS at {layer}: higher cos(G, G\')',
+                     _mean(f'ics/{layer}/cos', 'batch'),
+                     _mean(f'ics/{layer}/cos', 'none')) for layer in LAYERS],
+    claims.less('BN smooths the loss: smaller loss range along the gradient',
+                _mean('smoothness/loss_range', 'batch'),
+                _mean('smoothness/loss_range', 'none')),
+    claims.less("BN smooths the loss: smaller gradient change along it "
+                "(effective beta)",
+                _mean('smoothness/beta_max', 'batch'),
+                _mean('smoothness/beta_max', 'none')),
+    claims.greater('BN ends more accurate than no BN', _accuracy('batch'),
+                   _accuracy('none')),
+    claims.greater('Noisy BN ends more accurate than no BN',
+                   _accuracy('noisy_batch'), _accuracy('none')),
+    claims.less('Noisy BN trains about as well as BN: within 0.05 accuracy',
+                claims.difference(_accuracy('batch'),
+                                  _accuracy('noisy_batch')),
+                claims.constant(0.05)),
+]
