@@ -383,22 +383,25 @@ def _final(workdir, state):
   return leaves, scalars
 
 
-@pytest.mark.parametrize('data_on_device,conv_impl', [
-    ('on', 'im2col'), ('off', 'im2col'), ('on', 'xla')])
+@pytest.mark.parametrize('data_on_device,conv_impl,norm', [
+    ('on', 'im2col', 'batch'), ('off', 'im2col', 'batch'),
+    ('on', 'xla', 'batch'), ('on', 'im2col', 'noisy_batch')])
 def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
                                                         data_on_device,
-                                                        conv_impl):
+                                                        conv_impl, norm):
   # im2col: one XLA loop per call; xla on CPU: steps dispatched one by one
   # (cpu.steps_in_one_loop).
   # 8 steps per epoch, logged every 8: calls of 7 and 1 steps; instruments
   # every 4 steps cut calls too, and every step is logged per call boundary.
+  # Noisy BN's noise is a function of the seed and the step alone.
   runs = {}
   for n in (1, 7):
     workdir = tmp_path / str(n)
     state = _train(workdir, steps_per_call=n, data_on_device=data_on_device,
-                   log_every_steps=8, **{'model.conv_impl': conv_impl}, augment='crop_flip',
+                   log_every_steps=8, augment='crop_flip',
                    eval_stats='ema,precise',
-                   **{'analysis.every_steps': 8, 'analysis.probe_size': 8})
+                   **{'model.conv_impl': conv_impl, 'model.norm': norm,
+                      'analysis.every_steps': 8, 'analysis.probe_size': 8})
     runs[n] = _final(workdir, state)
   (a, a_scalars), (b, b_scalars) = runs[1], runs[7]
   assert len(a) == len(b)
@@ -407,6 +410,11 @@ def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
   assert a_scalars == b_scalars
   assert 'train/loss' in a_scalars
   assert any(t.startswith('ics/') for t in a_scalars)
+  if norm == 'noisy_batch':  # The train step does draw the noise.
+    plain = _train(tmp_path / 'bn', steps_per_call=7, data_on_device='on',
+                   log_every_steps=8, augment='crop_flip',
+                   **{'model.conv_impl': conv_impl, 'model.norm': 'batch'})
+    assert not np.allclose(a[0], _final(tmp_path / 'bn', plain)[0][0])
 
 
 def test_steps_per_call_auto_and_bad_values(tmp_path):
