@@ -7,9 +7,11 @@ layer), and BN before each ReLU (Ioffe & Szegedy), over several seeds.
 The full study is the seed's 20 epochs x 3 seeds (9 runs, ~1 h each on 2 CPU
 cores). An argument shortens it: `seed_study.py:epochs=5,seeds=2`.
 BN arms evaluate with the running averages (eval/) and PreciseBN
-(eval_precise/). Measured: docs/results/seed_study/README.md.
+(eval_precise/). The seed's claims are CLAIMS below; the report computes
+their verdicts. Measured: docs/results/seed_study/README.md.
 """
 
+from bn_study import claims
 from bn_study import sweep
 
 CONFIG = 'configs/default.py'
@@ -25,3 +27,36 @@ def get_sweep(arg=''):
       sweep.values('num_epochs', [opts['epochs']]),
       arms,
       sweep.values('seed', list(range(opts['seeds']))))
+
+
+_NONE = {'model.norm': 'none'}
+_SEED_BN = {'model.norm': 'batch', 'model.placement': 'input'}
+_PRE_ACT_BN = {'model.norm': 'batch', 'model.placement': 'pre_act'}
+# With one seed a side has no spread: a claim then needs its margin.
+_MARGIN = 0.02
+
+CLAIMS = [
+    claims.less("The seed: BN reaches a training loss of 0.2 in ~75 steps "
+                "(the loss logged at step 76, the mean of steps 75-76)",
+                claims.at_step('train/loss', 76, **_SEED_BN),
+                claims.constant(0.2), _MARGIN),
+    claims.less('BN trains faster: a lower training loss at step 76',
+                claims.at_step('train/loss', 76, **_SEED_BN),
+                claims.at_step('train/loss', 76, **_NONE), _MARGIN),
+    claims.less('The seed: BN evaluates at chance with the running averages '
+                '(final accuracy under 0.2)',
+                claims.final('eval/accuracy', **_SEED_BN),
+                claims.constant(0.2), _MARGIN),
+    claims.greater('With PreciseBN statistics, BN ends more accurate than no '
+                   'BN', claims.final('eval_precise/accuracy', **_SEED_BN),
+                   claims.final('eval/accuracy', **_NONE), _MARGIN),
+    claims.greater('BN overfits within the run: its final eval loss '
+                   '(PreciseBN) is above its lowest',
+                   claims.final('eval_precise/loss', **_SEED_BN),
+                   claims.best('eval_precise/loss', **_SEED_BN), _MARGIN),
+    claims.greater('BN before the ReLU ends more accurate than at the '
+                   "seed's placement (PreciseBN)",
+                   claims.final('eval_precise/accuracy', **_PRE_ACT_BN),
+                   claims.final('eval_precise/accuracy', **_SEED_BN),
+                   _MARGIN),
+]
