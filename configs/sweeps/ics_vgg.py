@@ -17,7 +17,7 @@ every conv and before its ReLU), SGD at 0.02 for every arm (VGG without BN
 diverges at BN's usual 0.1), momentum 0.9, L2 5e-4, steps of 10x at 50%
 and 75%, crop and flip, batch 128, 3 epochs of the 50,000 CIFAR-10
 training images (1,170 steps; non-finite steps skipped and counted),
-2 seeds (`:seeds=N`, `:epochs=N`). The claims
+2 seeds (`:seeds=N`, `:epochs=N`, `:depth=N`, `:width=N`). The claims
 read the instruments from step 100 on, past the first steps' transient.
 The full-scale command for a GPU is in docs/results/ics_vgg/README.md.
 """
@@ -32,10 +32,11 @@ LAYERS = ('conv4', 'conv8', 'logits')  # Middle, last conv, classifier.
 
 
 def get_sweep(arg=''):
-  opts = sweep.parse_arg(arg, {'seeds': 2, 'epochs': 3}, 'ics_vgg')
+  opts = sweep.parse_arg(arg, {'seeds': 2, 'epochs': 3, 'depth': 11,
+                               'width': 16}, 'ics_vgg')
   return sweep.product(
-      sweep.values('model.depth', [11]),
-      sweep.values('model.width', [16]),
+      sweep.values('model.depth', [opts['depth']]),
+      sweep.values('model.width', [opts['width']]),
       sweep.values('learning_rate', [0.02]),
       sweep.values('num_epochs', [opts['epochs']]),
       sweep.values('analysis.every_steps', [100]),
