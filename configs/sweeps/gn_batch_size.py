@@ -20,7 +20,7 @@ L2 1e-4, crop and flip), trained on the first 10,000 CIFAR-10 training
 images for 4 epochs (the same 40,000 images at every batch size) and
 evaluated on the 10,000 test images with the running averages. GN uses 4
 groups (4, 8 and 16 channels a group: the paper's 32 needs wider layers).
-3 seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The full-scale
+2 seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The full-scale
 command for a GPU is in docs/results/gn_batch_size/README.md.
 """
 
@@ -38,7 +38,7 @@ def _rate(batch):
 
 
 def get_sweep(arg=''):
-  opts = sweep.parse_arg(arg, {'seeds': 3, 'epochs': 4, 'images': 10000,
+  opts = sweep.parse_arg(arg, {'seeds': 2, 'epochs': 4, 'images': 10000,
                                'depth': 8}, 'gn_batch_size')
   norms = sweep.zipped(
       sweep.values('model.norm', ['batch', 'group', 'group']),
