@@ -20,8 +20,8 @@ L2 1e-4, crop and flip), trained on the first 10,000 CIFAR-10 training
 images for 4 epochs (the same 40,000 images at every batch size) and
 evaluated on the 10,000 test images with the running averages. GN uses 4
 groups (4, 8 and 16 channels a group: the paper's 32 needs wider layers).
-2 seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The full-scale
-command for a GPU is in docs/results/gn_batch_size/README.md.
+2 seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The
+full-scale command for a GPU is in docs/results/gn_batch_size/README.md.
 """
 
 from bn_study import claims
