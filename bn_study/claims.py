@@ -119,9 +119,10 @@ def mean(tag: str, from_step: int = 0, **where) -> Quantity:
   that matches `where` (an instrument measured along training)."""
   def value(series):
     kept = series.values[series.steps >= from_step]
-    return float(np.mean(kept)) if len(kept) else None
+    return (float(np.mean(kept)) if len(kept) and np.all(np.isfinite(kept))
+            else None)
   return _of_each_run(tag, where, f'mean {tag} from step {from_step}', value,
-                      when=f' from step {from_step}')
+                      when=f' from step {from_step} (or a non-finite one)')
 
 
 def _over(field: str, quantity: Quantity, label: str,
@@ -179,8 +180,9 @@ def difference(left: Quantity, right: Quantity) -> Quantity:
   """Per seed: left - right, over the seeds both have (a fall, a gain)."""
   def per_seed(found):
     a, b = left.per_seed(found), right.per_seed(found)
-    if None in b:  # A constant.
-      return {s: v - b[None] for s, v in a.items()}
+    if None in a or None in b:  # A constant: its one value, keyed None.
+      keys = [s for s in {**a, **b} if s is not None] or [None]
+      return {s: a.get(s, a.get(None)) - b.get(s, b.get(None)) for s in keys}
     seeds = sorted(set(a) & set(b))
     if not seeds:
       raise ClaimError(f'{left.label} and {right.label}: no seed in common.')

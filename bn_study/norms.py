@@ -39,7 +39,8 @@ def validate(model_config):
       and model_config.norm in BATCH_NORMS
       and model_config.norm not in ('batch', 'noisy_batch')):
     raise errors.UserError(
-        f'model.stats_scope=per_device is for model.norm=batch, not '
+        f'model.stats_scope=per_device is for model.norm=batch or '
+        f'noisy_batch, not '
         f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
         'that divides the per-device batch instead.')
   # A debiased average divides by 1 - momentum^t: momentum 1 never moves.
@@ -273,7 +274,14 @@ class StepNoise(nn.Module):
 
   The draws come from the 'noise' RNG stream, which only the train step (and
   the instruments measuring it) pass, derived from the seed and the step
-  (models.noise_rngs). Without it (eval, PreciseBN) this is the identity.
+  (models.noise_rngs). Without it (PreciseBN, eval by batch statistics) this
+  is the identity; eval with the running averages never builds it.
+
+  The paper draws i.i.d. noise for each activation of each example from a
+  distribution redrawn every step; its exact form and magnitudes were not
+  available here. This keeps the part that makes covariate shift (the
+  distribution each layer sees moves every step) and draws it per channel,
+  shared by the batch, so it adds no per-example noise on top.
   """
   shift: float
   scale: float
@@ -472,6 +480,8 @@ def _batch(site):
 
 def _noisy_batch(site):
   batch_norm = _batch(site)
+  if not site.train:
+    return batch_norm
   noise = StepNoise(site.cfg.noise_shift, site.cfg.noise_scale,
                     name=site.common['name'] + '_noise')
   def noisy_batch_norm(x, mask=None):

@@ -148,7 +148,8 @@ def get_config():
   config.model.bn_momentum = 0.99
   # Running averages bias-corrected as Adam's moments (TF's
   # assign_moving_average(zero_debias=True)): right after a few steps,
-  # however high bn_momentum. batch, ghost_batch, batch_renorm, evonorm_b0.
+  # however high bn_momentum. batch, ghost_batch, batch_renorm, noisy_batch,
+  # evonorm_b0.
   config.model.zero_debias = False
   config.model.bn_epsilon = 1e-3  # Epsilon of every normalizer.
   config.model.use_scale = True  # Learned per-channel scale (gamma).

@@ -111,6 +111,8 @@ def test_range_and_argmax_over_a_field(tmp_path):
   assert claims.evaluate(claims.less('GN falls by under 0.01', fall(GN),
                                      claims.constant(0.01)),
                          found).verdict == claims.HOLDS
+  assert claims.difference(claims.constant(1.0), fall(BN)).per_seed(
+      found) == pytest.approx({0: .6, 1: .6, 2: .6})
 
 
 def test_one_seed_or_unanswerable_claims_say_why(tmp_path):
