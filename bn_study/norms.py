@@ -2,9 +2,9 @@
 
 The model asks `make_norm` for a norm at each place its placement puts one and
 never learns which normalizer it got. Flax's BatchNorm, GroupNorm, LayerNorm
-and InstanceNorm are used as they are; ghost batch norm, batch renorm, the
-zero-debiased running averages, FRN and the EvoNorms, which Flax lacks, are
-written here. Conventions (momentum as a decay, biased variance) follow Flax;
+and InstanceNorm are used as they are; ghost batch norm, batch renorm, noisy
+BN, the zero-debiased running averages, FRN and the EvoNorms, which Flax
+lacks, are written here. Conventions (momentum as a decay, biased variance) follow Flax;
 see configs/default.py. Weight standardization, which acts on the conv
 kernels rather than the activations, is in bn_study/models/layers.py.
 """
@@ -37,10 +37,11 @@ def validate(model_config):
                       STATS_SCOPES)
   if (model_config.stats_scope == 'per_device'
       and model_config.norm in BATCH_NORMS
-      and model_config.norm not in ('batch', 'noisy_batch')):
+      and 'stats_scope' not in REGISTRY[model_config.norm].fields):
+    scoped = ' or '.join(n for n, spec in REGISTRY.items()
+                         if 'stats_scope' in spec.fields)
     raise errors.UserError(
-        f'model.stats_scope=per_device is for model.norm=batch or '
-        f'noisy_batch, not '
+        f'model.stats_scope=per_device is for model.norm={scoped}, not '
         f'{model_config.norm!r}; for ghost_batch choose a virtual_batch_size '
         'that divides the per-device batch instead.')
   # A debiased average divides by 1 - momentum^t: momentum 1 never moves.
