@@ -12,14 +12,11 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from bn_study import checkpoints
-from bn_study import compilation_cache
-from bn_study import cpu
 from bn_study import errors
-from bn_study import feeds
-from bn_study import mesh
-from bn_study import predict
-from bn_study import train
+from bn_study.runtime import compilation_cache
+from bn_study.runtime import process
+from bn_study.training import loop
+from bn_study.training import predict
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Where checkpoints, events and config.json go.')
@@ -45,22 +42,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # This process's setup, here and not on import. Huge pages for malloc
-  # re-execute the process once where they help (bn_study/cpu.py;
-  # BN_STUDY_HUGE_PAGES=0 opts out). TF only feeds data: it keeps off the
-  # GPU/TPU that JAX uses. Orbax keeps its INFO lines to itself.
-  cpu.use_huge_pages()
-  feeds.hide_accelerators_from_tf()
-  checkpoints.quiet_orbax_logs()
-  compilation_cache.enable(FLAGS.compilation_cache_dir)
   try:
-    mesh.initialize_distributed(FLAGS.coordinator_address,
-                                FLAGS.num_processes, FLAGS.process_id,
-                                auto=FLAGS.multihost)
+    process.setup(FLAGS.compilation_cache_dir, FLAGS.coordinator_address,
+                  FLAGS.num_processes, FLAGS.process_id, FLAGS.multihost)
     if FLAGS.predict:
       predict.print_predictions(FLAGS.config, FLAGS.workdir, FLAGS.predict)
     else:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+      loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except errors.UserError as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)

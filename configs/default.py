@@ -25,7 +25,7 @@ def get_config():
   config.augment = 'none'
   config.normalize = 'none'
   # Keep both splits on the devices as uint8 and batch, crop and normalize
-  # them there (bn_study/device_data.py): the same batches as tf.data's,
+  # them there (bn_study/data/device_data.py): the same batches as tf.data's,
   # without the host between steps. auto: on when they take at most a
   # quarter of a device's memory. auto | on | off
   config.data_on_device = 'auto'
@@ -119,7 +119,7 @@ def get_config():
   config.model.dense = (3500, 700)
   # How convs are computed; the math is the same. im2col: one matmul over
   # the input's patches, forward and backward, much faster than XLA's convs
-  # on CPU for the seed CNN (bn_study/cpu.py, docs/performance.md). auto:
+  # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md). auto:
   # im2col on CPU for the seed's cnn and mlp in float32, xla elsewhere.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |
@@ -196,7 +196,7 @@ def get_config():
   # True; then they are replaced by the PreciseBN statistics after each epoch.
   config.precise_bn_replaces_ema = False
 
-  # Instruments (bn_study/analysis.py): measured every `every_steps` steps
+  # Instruments (bn_study/training/instruments.py): measured every `every_steps` steps
   # (0 = off) on the state before that step's update, logged at that step.
   # None changes the training trajectory.
   config.analysis = ml_collections.ConfigDict()

@@ -8,19 +8,19 @@ import numpy as np
 import optax
 import pytest
 
-from bn_study import analysis
-from bn_study import report
-from bn_study import train
+from bn_study.training import instruments
+from bn_study.studies import report
+from bn_study.training import validate
 from tests import helpers
 
 
 def test_percentiles_of_a_known_distribution():
-  out = jax.device_get(analysis.percentile_summary(jnp.arange(101.0)))
+  out = jax.device_get(instruments.percentile_summary(jnp.arange(101.0)))
   assert (out['p15'], out['p50'], out['p85']) == (15.0, 50.0, 85.0)
   assert out['mean'] == pytest.approx(50.0)
   assert out['std'] == pytest.approx(np.arange(101.0).std(), rel=1e-6)
   x = jax.random.normal(jax.random.key(0), (200_000,))
-  out = jax.device_get(analysis.percentile_summary(x))
+  out = jax.device_get(instruments.percentile_summary(x))
   # Standard normal quantiles: +-1.0364 at 15% / 85%.
   assert out['p15'] == pytest.approx(-1.0364, abs=0.01)
   assert out['p85'] == pytest.approx(1.0364, abs=0.01)
@@ -43,7 +43,7 @@ def test_ics_of_a_two_layer_linear_network_by_hand():
             'layer2': {'kernel': jnp.asarray(w2)}}
   grads = jax.grad(loss_fn)(params)
   updates = jax.tree.map(lambda g: -lr * g, grads)  # Plain SGD.
-  got = jax.device_get(analysis.ics(loss_fn, params, updates,
+  got = jax.device_get(instruments.ics(loss_fn, params, updates,
                                     ['layer1', 'layer2']))
   assert set(got) == {'ics/layer2/l2', 'ics/layer2/cos'}
 
@@ -69,7 +69,7 @@ def test_smoothness_of_a_quadratic():
   w = {'w': jnp.array([1.0, -2.0, 0.5])}
   loss_fn = lambda p: 0.5 * a * jnp.sum(p['w'] ** 2)
   mults = (0.5, 1.0, 2.0)
-  got = jax.device_get(analysis.smoothness(loss_fn, w, lr, mults))
+  got = jax.device_get(instruments.smoothness(loss_fn, w, lr, mults))
   norm_w = float(np.linalg.norm(w['w']))
   assert got['smoothness/beta_max'] == pytest.approx(a, rel=1e-5)
   assert got['smoothness/grad_change_max'] == pytest.approx(
@@ -80,10 +80,8 @@ def test_smoothness_of_a_quadratic():
 
 
 def _train(workdir, **overrides):
-  with helpers.mock_learnable(64, 21):
-    return train.train_and_evaluate(
-        helpers.tiny_config(**{'analysis.probe_size': 16, **overrides}),
-        str(workdir))
+  return helpers.train_tiny(workdir,
+                            **{'analysis.probe_size': 16, **overrides})
 
 
 @pytest.fixture(scope='module')
@@ -139,7 +137,7 @@ def test_the_report_draws_the_instruments(instrumented, tmp_path):
 def test_bad_analysis_config_is_refused():
   from bn_study import errors  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.UserError, match='analysis.every_steps=-1'):
-    train.validate(helpers.tiny_config(**{'analysis.every_steps': -1}))
+    validate.validate(helpers.tiny_config(**{'analysis.every_steps': -1}))
   with pytest.raises(errors.UserError, match='smoothness_lr_multipliers'):
-    train.validate(helpers.tiny_config(
+    validate.validate(helpers.tiny_config(
         **{'analysis.smoothness_lr_multipliers': (1.0, -2.0)}))

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bn_study import data_order
-from bn_study import device_data
+from bn_study.data import order as data_order
+from bn_study.data import device_data
 from bn_study import errors
-from bn_study import input_pipeline
-from bn_study import train
+from bn_study.data import input_pipeline
+from bn_study.training import validate
 from tests import helpers
 
 NUM_TRAIN, NUM_EVAL = 64, 20
@@ -130,4 +130,4 @@ def test_per_channel_normalization_uses_the_train_split():
                                          ('normalize', 'imagenet')])
 def test_unknown_augment_or_normalize_is_a_user_error(field, value):
   with pytest.raises(errors.UserError, match=f"{field}='{value}'.*allowed"):
-    train.validate(helpers.tiny_config(**{field: value}))
+    validate.validate(helpers.tiny_config(**{field: value}))

@@ -8,34 +8,36 @@ import sys
 
 import pytest
 
-from bn_study import benchmark
-from bn_study import cpu
-from tests.conftest import ROOT
+from bn_study.tools import step_timing
+from bn_study.runtime import cpu
+from tests.helpers import ROOT
 from tests import helpers
 
 
 def test_arithmetic():
-  assert benchmark.median_seconds([3.0, 1.0, 2.0]) == 2.0
-  assert benchmark.median_seconds([4.0, 1.0, 2.0, 3.0]) == 2.5
+  assert step_timing.median_seconds([3.0, 1.0, 2.0]) == 2.0
+  assert step_timing.median_seconds([4.0, 1.0, 2.0, 3.0]) == 2.5
   with pytest.raises(ValueError):
-    benchmark.median_seconds([])
-  assert benchmark.matmul_flops(4096) == 2 * 4096 ** 3
-  assert benchmark.flops_per_sec(26.3e9, 0.29) == pytest.approx(90.69e9, rel=1e-3)
-  assert benchmark.roofline_fraction(90e9, 165e9) == pytest.approx(0.5454, rel=1e-3)
-  assert benchmark.images_per_sec(128, 0.25) == 512
-  assert benchmark.epoch_gap(66.0, 60.0) == pytest.approx(0.1)
-  assert benchmark.predicted_epoch_s(20, 3.0, 5.0) == 65.0
+    step_timing.median_seconds([])
+  assert step_timing.matmul_flops(4096) == 2 * 4096 ** 3
+  assert step_timing.flops_per_sec(26.3e9, 0.29) == pytest.approx(
+      90.69e9, rel=1e-3)
+  assert step_timing.roofline_fraction(90e9, 165e9) == pytest.approx(
+      0.5454, rel=1e-3)
+  assert step_timing.images_per_sec(128, 0.25) == 512
+  assert step_timing.epoch_gap(66.0, 60.0) == pytest.approx(0.1)
+  assert step_timing.predicted_epoch_s(20, 3.0, 5.0) == 65.0
 
 
 def test_time_calls_counts_warmup_and_repeats():
   calls = []
-  times = benchmark.time_calls(lambda: calls.append(1), repeats=4, warmup=2)
+  times = step_timing.time_calls(lambda: calls.append(1), repeats=4, warmup=2)
   assert len(calls) == 6 and len(times) == 4 and all(t >= 0 for t in times)
 
 
 def test_time_alternately_calls_in_turn():
   calls = []
-  times = benchmark.time_alternately(
+  times = step_timing.time_alternately(
       [lambda: calls.append('a'), lambda: calls.append('b')], repeats=3,
       warmup=1)
   assert calls == ['a', 'b'] * 4
@@ -57,7 +59,7 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
       check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'roofline' in proc.stdout and 'warm persistent cache' in proc.stdout
-  has_rusage = benchmark.kernel_usage() is not None
+  has_rusage = step_timing.kernel_usage() is not None
   if has_rusage:
     assert 'page faults' in proc.stdout
   result = json.loads(out.read_text())
@@ -85,8 +87,9 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   # bracketing it, again after it.
   assert result['epoch_step_s'] == result['results'][-1]['step_s']
   assert result['epoch_step_s_after'] > 0
-  assert result['epoch_gap_bracketed'] == pytest.approx(benchmark.epoch_gap(
-      result['epoch_wall_s'], result['epoch_predicted_bracketed_s']))
+  assert result['epoch_gap_bracketed'] == pytest.approx(
+      step_timing.epoch_gap(result['epoch_wall_s'],
+                            result['epoch_predicted_bracketed_s']))
   assert 'timed again after it' in proc.stdout
   # The epoch's wall time, split at its last step's summary.
   assert result['epoch_steps_wall_s'] > 0 and result['epoch_eval_wall_s'] > 0
@@ -101,6 +104,28 @@ def test_bad_batch_sizes_are_a_message():
       [sys.executable, '-m', 'bn_study.benchmark', '--batch_sizes=128,x'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 2 and 'must be positive integers' in proc.stderr
+
+
+def test_batch_sizes_a_ghost_batch_cannot_split_are_a_message():
+  # The model's own rule (models/normalizers.check_ghost_batch, through
+  # training/validate.py), told each of --batch_sizes.
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark', '--config=configs/tiny.py',
+       '--config.model.norm=ghost_batch', '--config.model.virtual_batch_size=4',
+       '--batch_sizes=8,6'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  (error,) = [l for l in proc.stderr.splitlines() if l.startswith('error:')]
+  assert 'does not divide --batch_sizes[1]=6' in error
+
+
+def test_importing_the_benchmark_defines_no_flags():
+  proc = subprocess.run(
+      [sys.executable, '-c', 'import bn_study.benchmark; '
+       'from absl import flags; print("batch_sizes" in flags.FLAGS)'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == 'False'
 
 
 def test_without_the_dataset_it_says_mock(tmp_path):
@@ -135,7 +160,7 @@ def test_a_family_config_benchmarks(tmp_path):
 
 
 def test_kernel_usage_reads_this_process_so_far():
-  before = benchmark.kernel_usage()
+  before = step_timing.kernel_usage()
   if before is None:
     pytest.skip('no `resource` module on this platform: kernel_usage is None')
   import resource  # pylint: disable=g-import-not-at-top
@@ -171,3 +196,13 @@ def test_bad_loop_rows_are_a_message():
       [sys.executable, '-m', 'bn_study.benchmark', '--loop=configs/tiny.py'],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 2 and 'CONFIG@BATCH' in proc.stderr
+
+
+def test_a_loop_row_overriding_no_field_is_a_message():
+  # Checked with the row's config, before any row is measured.
+  proc = subprocess.run(
+      [sys.executable, '-m', 'bn_study.benchmark',
+       '--loop=configs/tiny.py@8 no_such_field=1'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert 'no_such_field is not a config field' in proc.stderr

@@ -6,9 +6,9 @@ import os
 import pytest
 import tensorflow as tf
 
-from bn_study import claims
-from bn_study import report
-from bn_study import runs
+from bn_study.studies import claims
+from bn_study.studies import report
+from bn_study.studies import runs
 
 
 def _write_run(path, config, accuracy, loss=1.0, steps_per_epoch=10):

@@ -10,10 +10,9 @@ import textwrap
 
 import pytest
 
-from bn_study import compilation_cache
+from bn_study.runtime import compilation_cache
 from tests import helpers
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
 
 
 # Compiling, not running, is most of what the tiny models cost: at XLA:CPU's

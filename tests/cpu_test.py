@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from bn_study import cpu
+from bn_study.runtime import cpu
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 LINUX = 'linux'
 NEW = (2, 36)
@@ -55,7 +55,7 @@ _PROGRAM = """
 import sys
 with open(sys.argv[1], 'a') as f:
   f.write('start\\n')
-from bn_study import cpu
+from bn_study.runtime import cpu
 cpu.use_huge_pages()
 print(' '.join(sys.argv[2:]), cpu.huge_pages_active())
 """

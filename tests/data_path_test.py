@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 _env = helpers.env_without_device_count
 

@@ -28,9 +28,9 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from bn_study import device_data  # pylint: disable=g-import-not-at-top
-  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
-  from bn_study import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from bn_study.data import device_data  # pylint: disable=g-import-not-at-top
+  from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from bn_study.runtime import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
 
   config = helpers.tiny_config(augment=args.augment, normalize='per_channel',

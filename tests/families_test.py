@@ -8,11 +8,14 @@ from PIL import Image
 import pytest
 
 from bn_study import errors
-from bn_study import mesh as mesh_lib
+from bn_study.runtime import mesh as mesh_lib
 from bn_study import models
-from bn_study import norms
-from bn_study import predict
-from bn_study import train
+from bn_study.models import norms
+from bn_study.training import predict
+from bn_study.training import loop
+from bn_study.training import optim
+from bn_study.training import steps as steps_lib
+from bn_study.training import validate
 from configs import default
 from tests import helpers
 
@@ -114,7 +117,7 @@ def test_zero_init_residual_zeroes_each_branchs_last_norm():
       np.testing.assert_array_equal(p['scale'], 1.0)
   config = family_config('vgg', zero_init_residual=True)
   with pytest.raises(errors.UserError, match='zero_init_residual.*resnet_cifar'):
-    models.create_model(config.model, 10)
+    models.validate(config.model)
 
 
 @pytest.mark.parametrize('kind,field,value,match', [
@@ -129,7 +132,7 @@ def test_bad_family_fields_are_user_errors(kind, field, value, match):
   config = family_config(kind)
   config.model[field] = value
   with pytest.raises(errors.UserError, match=match):
-    models.create_model(config.model, 10)
+    models.validate(config.model)
 
 
 @pytest.mark.parametrize('kind', FAMILIES)
@@ -156,7 +159,7 @@ def test_every_family_trains_and_evaluates_with_every_method(kind, method):
     config.agc_clipping = 0.01  # NF-ResNets' companion.
   if config.model.norm_free != 'none' and kind == 'vgg':
     with pytest.raises(errors.UserError, match='has none'):
-      train.validate(config)
+      validate.validate(config)
     return
   _train_and_evaluate(config)
 
@@ -164,19 +167,19 @@ def test_every_family_trains_and_evaluates_with_every_method(kind, method):
 def _train_and_evaluate(config):
   """Two train steps and every eval mode the model has, on a padded batch."""
   norm = config.model.norm
-  train.validate(config)
+  validate.validate(config)
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, 10, total_steps=4)
-  tx, schedule = train.make_optimizer(config, 4)
-  state = train.create_train_state(config, model, (32, 32, 3), tx, mesh)
-  steps = train.jit_steps(mesh, schedule)
+  tx, schedule = optim.make_optimizer(config, 4)
+  state = steps_lib.create_train_state(config, model, (32, 32, 3), tx, mesh)
+  steps = steps_lib.jit_steps(mesh, schedule)
   images, labels = helpers.learnable_images(8)
   batch = mesh_lib.global_batch(
       {'image': images.astype(np.float32) / 255.0,
        'label': labels.astype(np.int32),
        'mask': np.array([1.0] * 6 + [0.0] * 2, np.float32)}, mesh)
   before = jax.device_get((state.params, state.batch_stats))
-  metrics = train.TrainMetrics.empty()
+  metrics = steps_lib.TrainMetrics.empty()
   for _ in range(2):
     state, metrics = steps.train(state, {k: batch[k] for k in ('image', 'label')},
                                  metrics)
@@ -187,7 +190,7 @@ def _train_and_evaluate(config):
   assert bool(state.batch_stats) == (norm in norms.BATCH_NORMS)
   modes = [steps.eval] + ([steps.eval_batch] if state.batch_stats else [])
   for step in modes:
-    result = step(state, batch, train.EvalMetrics.empty()).compute()
+    result = step(state, batch, steps_lib.EvalMetrics.empty()).compute()
     assert np.isfinite(result['loss'])
     assert 0 <= result['accuracy'] <= 1
 
@@ -245,7 +248,7 @@ def test_every_family_runs_the_whole_machinery(kind, tmp_path):
       'lr_schedule': 'piecewise', 'optimizer': 'sgd', 'learning_rate': 0.05,
       'weight_decay': 1e-4, 'weight_decay_style': 'coupled'})
   with helpers.mock_learnable(64, 21):
-    state = train.train_and_evaluate(config, str(tmp_path))
+    state = loop.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == 8
   scalars = helpers.read_scalars(str(tmp_path))
   for prefix in ('eval', 'eval_precise', 'eval_batch'):

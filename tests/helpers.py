@@ -1,17 +1,28 @@
-"""Shared test data: tiny configs, learnable fake datasets, event readers."""
+"""What the tests share: the repository's ROOT, tiny configs, learnable fake
+datasets, main.py command builders (as a subprocess or in this process),
+tiny training, and event readers."""
 
+import contextlib
+import io
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import flags
 
-from bn_study import checkpoints
-from bn_study import mesh as mesh_lib
-from bn_study import runs
+from bn_study import errors
+from bn_study.runtime import mesh as mesh_lib
+from bn_study.studies import runs
+from bn_study.training import checkpoints
+from bn_study.training import loop
 from configs import tiny
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config(**overrides):
@@ -121,3 +132,50 @@ def assert_same_result(got, want):
   for key in want[1]:
     np.testing.assert_array_equal(got[1][key], want[1][key], err_msg=key)
   assert got[2] == want[2]
+
+
+def train_tiny(workdir, num_train=64, num_eval=21, **overrides):
+  """The tiny config, trained in this process on `mock_learnable` data
+  (64 images: 8 steps of 8 per epoch; 21 eval images: 3 batches, the last
+  padded); the final state."""
+  with mock_learnable(num_train, num_eval):
+    return loop.train_and_evaluate(tiny_config(**overrides), str(workdir))
+
+
+def main_command(workdir, *flags_, config='configs/tiny.py'):
+  """`python main.py` with `config`, `workdir` and more flags, as argv."""
+  return [sys.executable, 'main.py', f'--config={config}',
+          f'--workdir={workdir}', *flags_]
+
+
+def run_main(workdir, *flags_, env=None, timeout=600, config='configs/tiny.py'):
+  """main.py in a subprocess from the repository root: for what needs a
+  process (signals, the device count, the process's own setup)."""
+  return subprocess.run(main_command(workdir, *flags_, config=config),
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def main_in_process(argv):
+  """(exit status, stderr) of main.py with `argv` (its flags), run in this
+  process through main.py's own flag parsing; for mistakes caught before
+  any work, without a process's 5-8 s of imports. The compilation cache
+  stays the session's."""
+  import main  # pylint: disable=g-import-not-at-top
+  # ml_collections defines --config.FIELD overrides while parsing, from
+  # sys.argv: drop the last parse's, and show it this one's.
+  for name in [n for n in flags.FLAGS if n.startswith('config.')]:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  argv = ['main.py', *argv, '--compilation_cache_dir=']
+  saved_argv, sys.argv = sys.argv, argv
+  err = io.StringIO()
+  code = 0
+  try:
+    with contextlib.redirect_stderr(err):
+      main.main(errors.parse_flags(argv))
+  except SystemExit as e:
+    code = e.code
+  finally:
+    sys.argv = saved_argv
+  return code, err.getvalue()

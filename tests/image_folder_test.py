@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from bn_study import errors
-from bn_study import image_folder
+from bn_study.data import image_folder
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CLASSES = ('cat', 'airplane', 'dog')  # Sorted: airplane, cat, dog.
 

@@ -5,7 +5,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # In a fresh interpreter, with the libraries imported: record the process's
 # state, import every bn_study module and main.py (imported, not run), and
@@ -40,9 +40,10 @@ def state():
 
 before = state()
 import bn_study
-names = sorted(m.name for m in pkgutil.iter_modules(bn_study.__path__))
+names = sorted(m.name for m in pkgutil.walk_packages(bn_study.__path__,
+                                                     'bn_study.'))
 for name in names:
-  importlib.import_module(f'bn_study.{name}')
+  importlib.import_module(name)
 import main
 after = state()
 print(json.dumps({'modules': names, 'calls': calls, 'before': before,
@@ -56,9 +57,35 @@ def test_importing_the_package_changes_no_process_state():
                         check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  assert {'cpu', 'train', 'input_pipeline', 'checkpoints'} <= set(
-      out['modules'])
+  assert {'bn_study.runtime.cpu', 'bn_study.training.loop',
+          'bn_study.data.input_pipeline', 'bn_study.studies.cli',
+          'bn_study.tools.benchmark'} <= set(out['modules'])
   assert out['calls'] == []
   assert not out['ray']  # Only --engine=ray imports it, when it runs.
   for key, value in out['before'].items():
     assert out['after'][key] == value, key
+
+
+# A sweep driver or a report on a machine without JAX (a laptop, a Ray head
+# node): what importing the studies layer and its thin modules brings in.
+_STUDIES = r'''
+import json, pkgutil, sys
+import bn_study.studies
+for m in pkgutil.walk_packages(bn_study.studies.__path__, 'bn_study.studies.'):
+  __import__(m.name)
+import bn_study.sweep, bn_study.claims, bn_study.report
+from absl import flags
+print(json.dumps({'heavy': sorted({n.split('.')[0] for n in sys.modules} &
+                                  {'jax', 'flax', 'tensorflow', 'ray',
+                                   'optax', 'orbax', 'clu'}),
+                  'flags': [f for f in flags.FLAGS if f in ('sweep', 'workdir')]}))
+'''
+
+
+def test_studies_import_no_jax_tensorflow_or_ray_and_define_no_flags():
+  proc = subprocess.run([sys.executable, '-c', _STUDIES], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out == {'heavy': [], 'flags': []}

@@ -17,9 +17,9 @@ from urllib3.util import retry
 from urllib3.util.retry import Retry
 
 from bn_study import errors
-from bn_study import input_pipeline
+from bn_study.data import input_pipeline
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def _labels(batches):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bn_study import cpu
+from bn_study.runtime import cpu
 from bn_study import errors
 from bn_study import models
 from configs import tiny
@@ -83,7 +83,7 @@ def test_unknown_names_are_user_errors(field, value):
   config = wbn.get_config()
   config.model[field] = value
   with pytest.raises(errors.UserError, match=f'model.{field}=.*allowed'):
-    models.create_model(config.model, 10)
+    models.validate(config.model)
 
 
 def test_post_act_normalizes_after_the_relu_and_keeps_biases():

@@ -14,11 +14,12 @@ import numpy as np
 import optax
 import pytest
 
-from bn_study import cpu
+from bn_study.runtime import cpu
 from bn_study import errors
 from bn_study import models
-from bn_study import norms
-from bn_study import train
+from bn_study.models import norms
+from bn_study.training import optim
+from bn_study.training import validate
 from bn_study.models import layers
 from configs import default
 from tests import conftest
@@ -364,7 +365,7 @@ def test_fixup_initializes_as_the_paper():
     # He et al.'s std sqrt(2 / fan_out) times L^(-1/2), L = 9 branches.
     want = np.sqrt(2 / (kernel.shape[-1] * 9)) / 3
     assert np.std(kernel) == pytest.approx(want, rel=0.1)
-  mask = train._decay_mask(params, include_norms=False, include_biases=True)
+  mask = optim._decay_mask(params, include_norms=False, include_biases=True)
   assert mask['s1b1_conv2_scale'] is False
   assert mask['s1b1_conv1']['kernel'] is True
 
@@ -377,7 +378,7 @@ def test_nf_transitions_project_and_gains_are_not_decayed():
   assert [k for k in params if k.endswith('_shortcut')] == [
       's2b1_shortcut', 's3b1_shortcut']
   assert params['s2b1_shortcut']['kernel'].shape == (1, 1, 16, 32)
-  mask = train._decay_mask(params, include_norms=False, include_biases=True)
+  mask = optim._decay_mask(params, include_norms=False, include_biases=True)
   assert mask['s1b1_conv1'] == {'kernel': True, 'bias': True, 'gain': False}
 
 
@@ -390,7 +391,7 @@ def test_adaptive_gradient_clipping_is_the_papers_and_spares_the_classifier():
             'logits': {'kernel': rng.normal(size=(4, 10))}}
   grads = jax.tree.map(lambda p: rng.normal(size=p.shape), params)
   params, grads = jax.tree.map(np.float32, (params, grads))
-  tx, _ = train.make_optimizer(config, 10)
+  tx, _ = optim.make_optimizer(config, 10)
   updates, _ = tx.update(grads, tx.init(params), params)
   flat = lambda t: {'/'.join(k): v for k, v in
                     __import__('flax').traverse_util.flatten_dict(t).items()}
@@ -439,7 +440,7 @@ def test_adaptive_gradient_clipping_is_the_papers_and_spares_the_classifier():
 ])
 def test_bad_configs_are_user_errors(overrides, message):
   with pytest.raises(errors.UserError, match=message):
-    train.validate(helpers.tiny_config(**overrides))
+    validate.validate(helpers.tiny_config(**overrides))
 
 
 def test_new_methods_train_and_evaluate_through_main(tmp_path,

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from bn_study import errors
-from bn_study import mesh as mesh_lib
+from bn_study.runtime import mesh as mesh_lib
 from bn_study import models
-from bn_study import norms
-from bn_study import precise_bn
-from bn_study import train
+from bn_study.models import norms
+from bn_study.training import precise_bn
+from bn_study.training import optim
+from bn_study.training import validate
 from configs import default
 from tests import helpers
 
@@ -270,11 +271,11 @@ def test_weight_decay_skips_norms_unless_asked():
   w = np.ones(2)
   params = {'conv1': {'kernel': w}, 'conv1_norm': {'scale': w},
             'logits': {'bias': w}, 's1b1_conv2_scale': np.float32(1)}
-  assert train._decay_mask(params, include_norms=False,
+  assert optim._decay_mask(params, include_norms=False,
                            include_biases=True) == {
       'conv1': {'kernel': True}, 'conv1_norm': {'scale': False},
       'logits': {'bias': True}, 's1b1_conv2_scale': False}
-  mask = train._decay_mask(params, include_norms=True, include_biases=True)
+  mask = optim._decay_mask(params, include_norms=True, include_biases=True)
   assert mask['conv1_norm'] == {'scale': True}
   # Norm-free scalars (Fixup's, SkipInit's) count as norms.
   assert mask['s1b1_conv2_scale'] is True
@@ -295,7 +296,7 @@ def test_weight_decay_skips_norms_unless_asked():
 ])
 def test_bad_norm_configs_are_user_errors(overrides, message):
   with pytest.raises(errors.UserError, match=message):
-    train.validate(helpers.tiny_config(**overrides))
+    validate.validate(helpers.tiny_config(**overrides))
 
 
 @pytest.mark.parametrize('norm', ['batch', 'ghost_batch', 'batch_renorm',

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 nbclient = pytest.importorskip(
     'nbclient', reason='nbclient is not installed: pip install -r '

@@ -9,18 +9,18 @@ from PIL import Image
 import pytest
 
 from bn_study import errors
-from bn_study import predict
-from bn_study import train
+from bn_study.training import predict
+from bn_study.training import loop
 from tests import helpers
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
 def workdir(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('predict')
   with helpers.mock_learnable(64, 16):
-    train.train_and_evaluate(
+    loop.train_and_evaluate(
         helpers.tiny_config(num_epochs=4, **{'model.bn_momentum': 0.5}),
         str(workdir))
   return workdir

@@ -11,11 +11,12 @@ import textwrap
 
 import pytest
 
-from bn_study import ray_engine
-from bn_study import runs
-from bn_study import sweep
+from bn_study import workdir as workdir_lib
+from bn_study.studies import grid
+from bn_study.studies import ray_engine
+from bn_study.studies import runs
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.conftest import run_sweep
 
 KILLED = 'norm=batch,seed=1'
@@ -82,7 +83,7 @@ def test_two_node_sweep_ends_as_the_local_engine_does(ray_sweep, tiny_study):
   # own records are in the hidden .tune).
   found, skipped = runs.find_runs([str(workdir)])
   assert [os.path.basename(r.path) for r in found] == NAMES and not skipped
-  assert (workdir / ray_engine.TUNE_DIR).is_dir()
+  assert (workdir / workdir_lib.TUNE_DIR).is_dir()
 
 
 def test_killed_worker_is_retried_and_resumes_exactly(ray_sweep, tiny_study):
@@ -93,7 +94,8 @@ def test_killed_worker_is_retried_and_resumes_exactly(ray_sweep, tiny_study):
   # Killed mid-run: after its first checkpoint, before its last.
   assert killed['checkpoints_at_kill'] and max(
       killed['checkpoints_at_kill']) < final[0]
-  attempts = json.loads((workdir / KILLED / ray_engine.ATTEMPTS).read_text())
+  attempts = json.loads(
+      (workdir / KILLED / workdir_lib.RAY_ATTEMPTS).read_text())
   assert len(attempts) == 2
   assert 'exit_code' not in attempts[0] and attempts[1]['exit_code'] == 0
   assert attempts[0]['worker_pid'] == killed['worker_pid']
@@ -125,11 +127,11 @@ def test_asha_stops_poor_runs_and_relaunch_skips_them(ray_sweep):
       (asha / 'sweep.json').read_text())['runs']]
   assert names == ['learning_rate=0.001', 'learning_rate=0.02',
                    'learning_rate=0.03']
-  stopped = [n for n in names if (asha / n / sweep.STOPPED).exists()]
-  finished = [n for n in names if sweep.is_finished(asha / n)]
+  stopped = [n for n in names if (asha / n / workdir_lib.STOPPED).exists()]
+  finished = [n for n in names if workdir_lib.is_finished(asha / n)]
   assert finished == names[:1] and stopped == names[1:], first
   for name in stopped:
-    verdict = json.loads((asha / name / sweep.STOPPED).read_text())
+    verdict = json.loads((asha / name / workdir_lib.STOPPED).read_text())
     assert verdict['by'] == 'asha' and verdict['epoch'] == 1
     assert f'stopped {name} at epoch {verdict["epoch"]:g} by asha' in first
   assert '3 runs: 0 already finished, 1 ran, 0 failed, 2 stopped early.' in first
@@ -138,13 +140,13 @@ def test_asha_stops_poor_runs_and_relaunch_skips_them(ray_sweep):
 
 
 def test_sampled_points_are_the_same_at_every_launch():
-  space = {'learning_rate': sweep.loguniform(1e-4, 1e-1),
-           'model.norm': sweep.choice(['batch', 'group']),
-           'model.groups': sweep.randint(1, 9),
-           'weight_decay': sweep.uniform(0.0, 1e-3), 'num_epochs': 3}
-  points = sweep.sample(space, num_samples=20, seed=3)
-  assert points == sweep.sample(space, num_samples=20, seed=3)
-  assert points != sweep.sample(space, num_samples=20, seed=4)
+  space = {'learning_rate': grid.loguniform(1e-4, 1e-1),
+           'model.norm': grid.choice(['batch', 'group']),
+           'model.groups': grid.randint(1, 9),
+           'weight_decay': grid.uniform(0.0, 1e-3), 'num_epochs': 3}
+  points = grid.sample(space, num_samples=20, seed=3)
+  assert points == grid.sample(space, num_samples=20, seed=3)
+  assert points != grid.sample(space, num_samples=20, seed=4)
   lrs = [p['learning_rate'] for p in points]
   assert all(1e-4 <= lr < 1e-1 for lr in lrs)
   assert all(float(f'{lr:.4g}') == lr for lr in lrs)  # As the names show.
@@ -153,12 +155,12 @@ def test_sampled_points_are_the_same_at_every_launch():
   assert {p['model.norm'] for p in points} == {'batch', 'group'}
   assert all(1 <= p['model.groups'] < 9 and p['num_epochs'] == 3
              for p in points)
-  assert len(set(sweep.run_names(points))) == 20
-  for bad, message in ((lambda: sweep.loguniform(0, 1), 'low > 0'),
-                       (lambda: sweep.uniform(2, 1), 'low < high'),
-                       (lambda: sweep.choice([]), 'non-empty'),
-                       (lambda: sweep.sample(space, 0), 'num_samples >= 1')):
-    with pytest.raises(sweep.SweepError, match=message):
+  assert len(set(grid.run_names(points))) == 20
+  for bad, message in ((lambda: grid.loguniform(0, 1), 'low > 0'),
+                       (lambda: grid.uniform(2, 1), 'low < high'),
+                       (lambda: grid.choice([]), 'non-empty'),
+                       (lambda: grid.sample(space, 0), 'num_samples >= 1')):
+    with pytest.raises(grid.SweepError, match=message):
       bad()
 
 
@@ -202,7 +204,7 @@ def test_engine_flags_are_checked_before_anything_runs(tmp_path):
 def test_resources_and_options():
   assert ray_engine.parse_resources('cpu=2,gpu=1,TPU=4') == {
       'CPU': 2.0, 'GPU': 1.0, 'TPU': 4.0}
-  with pytest.raises(sweep.SweepError, match='asks for nothing'):
+  with pytest.raises(grid.SweepError, match='asks for nothing'):
     ray_engine.parse_resources('cpu=0')
   options = ray_engine.make_options('auto', 'cpu=1', 0, 3, 'asha',
                                     'eval/loss', '', 1, 3)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from bn_study import errors
-from bn_study import losses
-from bn_study import train
+from bn_study.training import losses
+from bn_study.training import optim
+from bn_study.training import validate
 from tests import helpers
 
 W = {'conv1': {'kernel': np.array([1.0, -2.0]), 'bias': np.array([0.5])},
@@ -22,7 +23,7 @@ def _update(optimizer, style, steps=1, **overrides):
   config = helpers.tiny_config(
       optimizer=optimizer, learning_rate=LR, weight_decay=WD,
       weight_decay_style=style, momentum=MOMENTUM, eps=1e-8, **overrides)
-  tx, _ = train.make_optimizer(config, steps_per_epoch=10)
+  tx, _ = optim.make_optimizer(config, steps_per_epoch=10)
   params = jax.tree.map(jnp.asarray, W)
   state = tx.init(params)
   for _ in range(steps):
@@ -90,7 +91,7 @@ def test_norms_and_biases_can_be_kept_out_of_the_decay():
 
 def _schedule(**overrides):
   config = helpers.tiny_config(learning_rate=0.1, num_epochs=10, **overrides)
-  return train.make_schedule(config, steps_per_epoch=10)  # 100 steps.
+  return optim.make_schedule(config, steps_per_epoch=10)  # 100 steps.
 
 
 def test_piecewise_schedule_at_its_boundaries():
@@ -143,4 +144,4 @@ def test_label_smoothing_by_hand():
 ])
 def test_bad_recipe_fields_are_user_errors(field, value, match):
   with pytest.raises(errors.UserError, match=match):
-    train.validate(helpers.tiny_config(**{field: value}))
+    validate.validate(helpers.tiny_config(**{field: value}))

@@ -9,19 +9,22 @@ import sys
 
 import pytest
 
-from bn_study import checkpoints
-from bn_study import preemption
+from bn_study.training import checkpoints
+from bn_study.training import preemption
 from tests import helpers
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+
+def _flags(data_dir, *extra):
+  # 8 steps per epoch, 24 in all; train/* written every 2 steps, so a stop at
+  # an odd step leaves one step's metrics unwritten.
+  return [f'--config.dataset={helpers.LEARNABLE}',
+          f'--config.data_dir={data_dir}', '--config.log_every_steps=2',
+          '--config.num_epochs=3', *extra]
 
 
 def _command(workdir, data_dir, *extra):
-  # 8 steps per epoch, 24 in all; train/* written every 2 steps, so a stop at
-  # an odd step leaves one step's metrics unwritten.
-  return [sys.executable, 'main.py', '--config=configs/tiny.py',
-          f'--workdir={workdir}', f'--config.dataset={helpers.LEARNABLE}',
-          f'--config.data_dir={data_dir}', '--config.log_every_steps=2',
-          '--config.num_epochs=3', *extra]
+  return helpers.main_command(workdir, *_flags(data_dir, *extra))
 
 
 def _main(workdir, data_dir, *extra, self_signal=None):
@@ -29,9 +32,7 @@ def _main(workdir, data_dir, *extra, self_signal=None):
   env.pop(preemption.SELF_SIGNAL_ENV, None)
   if self_signal:
     env[preemption.SELF_SIGNAL_ENV] = self_signal
-  return subprocess.run(_command(workdir, data_dir, *extra), cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600,
-                        check=False)
+  return helpers.run_main(workdir, *_flags(data_dir, *extra), env=env)
 
 
 @pytest.fixture(scope='module')
@@ -144,8 +145,6 @@ BAD_INPUTS = [
     (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
     (['--config.num_epochs=-1'], 'num_epochs=-1 must be a positive integer'),
     (['--config.learning_rate=-0.1'], 'learning_rate=-0.1 must be a number > 0'),
-    (['--config.batch_size=12', '--config.eval_batch_size=16'],
-     'batch_size=12 is not divisible by the 8 devices'),
     (['--config.model.norm=ghost_batch', '--config.model.virtual_batch_size=3'],
      'model.virtual_batch_size=3 does not divide batch_size=8'),
     (['--config.dataset=cifar11'], "dataset='cifar11' is not a TFDS dataset"),
@@ -194,28 +193,46 @@ def _with(command, flags):
           [f for f in flags if f not in own.values()])
 
 
-def test_bad_input_is_one_message_no_traceback(learnable_data_dir, tmp_path):
+def _bad_input_argv(tmp_path, data_dir, flags):
+  flags = [f.format(tmp=tmp_path) for f in flags]
+  if '--config.download=False' in flags:
+    data_dir = str(tmp_path / 'empty')
+  return _with(_command(tmp_path / 'run', data_dir, '--config.batch_size=8',
+                        '--config.eval_batch_size=8')[2:], flags)
+
+
+@pytest.mark.parametrize('flags,message', BAD_INPUTS,
+                         ids=[' '.join(f) for f, _ in BAD_INPUTS])
+def test_bad_input_is_one_message_no_traceback(
+    learnable_data_dir, tmp_path, monkeypatch, flags, message):
+  """Through main.py's own flag parsing and main(), in this process: every
+  one of these is caught before any work but the divergence."""
+  monkeypatch.chdir(ROOT)
+  (tmp_path / 'raises.py').write_text(_RAISES)
+  (tmp_path / 'a_file').write_text('')
+  code, err = helpers.main_in_process(
+      _bad_input_argv(tmp_path, learnable_data_dir, flags))
+  message = message.format(tmp=tmp_path)
+  assert code == 2, (flags, err[-2000:])
+  assert message in err, (flags, err[-2000:])
+  assert 'Traceback' not in err, (flags, err[-2000:])
+  if 'diverged' in message:
+    assert 'learning_rate=1e+30' in err
+    assert _latest(tmp_path / 'run') is None
+
+
+def test_bad_input_in_a_process_exits_2_with_one_line(learnable_data_dir,
+                                                      tmp_path):
+  """As a user runs it, on 8 devices (a count set before JAX starts)."""
   env = dict(os.environ)
   env['XLA_FLAGS'] = (env.get('XLA_FLAGS', '') +
                       ' --xla_force_host_platform_device_count=8')
-  (tmp_path / 'raises.py').write_text(_RAISES)
-  (tmp_path / 'a_file').write_text('')
-  procs = []
-  for i, (flags, _) in enumerate(BAD_INPUTS):  # All at once: it's startup.
-    flags = [f.format(tmp=tmp_path) for f in flags]
-    data_dir = (str(tmp_path / 'empty') if '--config.download=False' in flags
-                else learnable_data_dir)
-    procs.append(subprocess.Popen(
-        _with(_command(tmp_path / str(i), data_dir, '--config.batch_size=8',
-                       '--config.eval_batch_size=8'), flags),
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True))
-  for (flags, message), proc in zip(BAD_INPUTS, procs):
-    message = message.format(tmp=tmp_path)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 2, (flags, err[-2000:])
-    assert message in err, (flags, err[-2000:])
-    assert 'Traceback' not in err, (flags, err[-2000:])
-    if 'diverged' in message:
-      assert 'learning_rate=1e+30' in err
-      assert _latest(tmp_path / str(len(BAD_INPUTS) - 1)) is None
+  proc = subprocess.run(
+      _command(tmp_path, learnable_data_dir, '--config.batch_size=12',
+               '--config.eval_batch_size=16'),
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+      check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert 'batch_size=12 is not divisible by the 8 devices' in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert proc.stderr.count('error: ') == 1

@@ -10,20 +10,22 @@ import sys
 import numpy as np
 import pytest
 
-from bn_study import report
-from bn_study import runs as runs_lib
-from tests.conftest import ROOT
+from bn_study.studies import figures
+from bn_study.studies import report
+from bn_study.studies import runs as runs_lib
+from bn_study.studies import values
+from tests.helpers import ROOT
 
 
 def test_smoothing_is_tensorboards_debiased_ema():
-  np.testing.assert_allclose(report.smooth([3.0] * 5, 0.6), [3.0] * 5)
-  np.testing.assert_allclose(report.smooth([1.0, 2.0, 3.0], 0.0), [1, 2, 3])
+  np.testing.assert_allclose(figures.smooth([3.0] * 5, 0.6), [3.0] * 5)
+  np.testing.assert_allclose(figures.smooth([1.0, 2.0, 3.0], 0.0), [1, 2, 3])
   # Two points, weight w: (w(1-w)a + (1-w)b) / (1 - w^2).
   w = 0.6
   expected = (w * (1 - w) * 1.0 + (1 - w) * 0.0) / (1 - w * w)
-  assert report.smooth([1.0, 0.0], w)[1] == pytest.approx(expected)
+  assert figures.smooth([1.0, 0.0], w)[1] == pytest.approx(expected)
   with pytest.raises(ValueError):
-    report.smooth([1.0], 1.0)
+    figures.smooth([1.0], 1.0)
 
 
 def test_steps_to_threshold_on_a_known_curve():
@@ -32,18 +34,28 @@ def test_steps_to_threshold_on_a_known_curve():
   for threshold in (1.0, 0.5, 0.2):
     first = math.ceil(math.log(threshold / 3.0) / math.log(0.99))
     first += first % 2  # The first logged step at or after it.
-    assert report.steps_to(steps, loss, threshold) == first
-  assert report.steps_to(steps, loss, 0.01) is None
+    assert figures.steps_to(steps, loss, threshold) == first
+  assert figures.steps_to(steps, loss, 0.01) is None
   # Smoothing lags a falling curve: the smoothed loss crosses later.
-  smoothed = report.smooth(loss, 0.6)
-  assert report.steps_to(steps, smoothed, 0.2) > report.steps_to(steps, loss, 0.2)
+  smoothed = figures.smooth(loss, 0.6)
+  assert (figures.steps_to(steps, smoothed, 0.2) >
+          figures.steps_to(steps, loss, 0.2))
 
 
 def test_mean_std_and_formatting():
-  assert report.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
-  assert report.fmt_mean_std([0.5]) == '0.500 ± 0.000 (n=1)'
-  assert report.fmt_steps([70, 80, None]) == '75 ± 7 (2/3)'
-  assert report.fmt_steps([None, None]) == 'not reached (0/2)'
+  assert values.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)), 2)
+  assert values.fmt_mean_std([0.5]) == '0.500 ± 0.000 (n=1)'
+  assert values.fmt_steps([70, 80, None]) == '75 ± 7 (2/3)'
+  assert values.fmt_steps([None, None]) == 'not reached (0/2)'
+  assert values.fmt_seeds([0.8, 0.82, 0.81]) == '0.81 ± 0.01 (n=3)'
+  assert values.fmt_seeds([0.5]) == '0.5 (n=1)' and values.fmt_seeds([]) == '-'
+  # Names, labels and --config.FIELD= values spell a value alike.
+  assert values.config_value((16, [32, 'a'])) == '(16,(32,a))'
+  assert values.short_names(['model.norm', 'seed']) == {'model.norm': 'norm',
+                                                        'seed': 'seed'}
+  assert values.short_names(['a.x', 'b.x']) == {'a.x': 'a.x', 'b.x': 'b.x'}
+  assert values.markdown_table(['a', 'b'], [[1, ''], ['x', 'y']]) == [
+      '| a | b |', '| --- | --- |', '| 1 |  |', '| x | y |']
 
 
 def _run_report(*args):
@@ -112,7 +124,7 @@ def test_report_without_matplotlib_has_tables_and_says_so(tiny_study,
                                                           tmp_path,
                                                           monkeypatch):
   _, workdir, _ = tiny_study
-  monkeypatch.setattr(report, 'have_matplotlib', lambda: False)
+  monkeypatch.setattr(figures, 'have_matplotlib', lambda: False)
   out = str(tmp_path / 'report')
   path = report.write_report([workdir], out, (2.0,), 0.6)
   text = open(path).read()

@@ -29,8 +29,8 @@ def main():
   import ast  # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
-  from bn_study import mesh as mesh_lib
-  from bn_study import train
+  from bn_study.runtime import mesh as mesh_lib
+  from bn_study.training import loop
   from tests import helpers
 
   if args.num_processes > 1:
@@ -46,7 +46,7 @@ def main():
   overrides.setdefault('batch_size', 16)
   overrides.setdefault('eval_batch_size', 16)
   with helpers.mock_learnable(64, 21):
-    state = train.train_and_evaluate(helpers.tiny_config(**overrides),
+    state = loop.train_and_evaluate(helpers.tiny_config(**overrides),
                                      args.workdir)
   leaves = jax.tree.leaves(jax.device_get((state.params, state.batch_stats)))
   if jax.process_index() == 0:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests import helpers
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _env = helpers.env_without_device_count
 

@@ -6,72 +6,87 @@ import shutil
 
 import pytest
 
+from bn_study import claims as claims_api
 from bn_study import sweep
+from bn_study import workdir as workdir_lib
+from bn_study.studies import claims
+from bn_study.studies import grid
+from bn_study.studies import jobs
 from tests import helpers
 from tests.conftest import run_sweep
 
 
 def test_product_zipped_chain():
-  grid = sweep.product(
-      sweep.values('learning_rate', [1e-3, 1e-2]),
-      sweep.zipped(sweep.values('model.norm', ['none', 'batch']),
-                   sweep.values('eval_stats', ['ema', 'ema,precise'])),
-      sweep.values('seed', [0, 1, 2]))
-  assert len(grid) == 2 * 2 * 3
-  assert grid[0] == {'learning_rate': 1e-3, 'model.norm': 'none',
-                     'eval_stats': 'ema', 'seed': 0}
-  assert grid[-1] == {'learning_rate': 1e-2, 'model.norm': 'batch',
-                      'eval_stats': 'ema,precise', 'seed': 2}
-  assert {(p['model.norm'], p['eval_stats']) for p in grid} == {
+  points = grid.product(
+      grid.values('learning_rate', [1e-3, 1e-2]),
+      grid.zipped(grid.values('model.norm', ['none', 'batch']),
+                  grid.values('eval_stats', ['ema', 'ema,precise'])),
+      grid.values('seed', [0, 1, 2]))
+  assert len(points) == 2 * 2 * 3
+  assert points[0] == {'learning_rate': 1e-3, 'model.norm': 'none',
+                       'eval_stats': 'ema', 'seed': 0}
+  assert points[-1] == {'learning_rate': 1e-2, 'model.norm': 'batch',
+                        'eval_stats': 'ema,precise', 'seed': 2}
+  assert {(p['model.norm'], p['eval_stats']) for p in points} == {
       ('none', 'ema'), ('batch', 'ema,precise')}
-  both = sweep.chain(sweep.values('seed', [0]), sweep.values('seed', [1]))
+  both = grid.chain(grid.values('seed', [0]), grid.values('seed', [1]))
   assert both == [{'seed': 0}, {'seed': 1}]
 
 
+def test_sweep_files_see_the_studies_api():
+  """What sweep files import (bn_study.sweep, bn_study.claims) is the studies
+  modules' own objects: one SweepError, one Claim."""
+  for name in sweep.__all__:
+    assert getattr(sweep, name) is getattr(grid, name), name
+  for name in claims_api.__all__:
+    assert getattr(claims_api, name) is getattr(claims, name), name
+
+
 def test_bad_grids_are_refused():
-  with pytest.raises(sweep.SweepError, match='equal length'):
-    sweep.zipped(sweep.values('a', [1, 2]), sweep.values('b', [1]))
-  with pytest.raises(sweep.SweepError, match='set twice'):
-    sweep.product(sweep.values('a', [1]), sweep.values('a', [2]))
-  with pytest.raises(sweep.SweepError, match='non-empty list'):
-    sweep.values('a', [])
-  with pytest.raises(sweep.SweepError, match='repeated points'):
-    sweep.run_names([{'seed': 0}, {'seed': 0}])
+  with pytest.raises(grid.SweepError, match='equal length'):
+    grid.zipped(grid.values('a', [1, 2]), grid.values('b', [1]))
+  with pytest.raises(grid.SweepError, match='set twice'):
+    grid.product(grid.values('a', [1]), grid.values('a', [2]))
+  with pytest.raises(grid.SweepError, match='non-empty list'):
+    grid.values('a', [])
+  with pytest.raises(grid.SweepError, match='repeated points'):
+    grid.run_names([{'seed': 0}, {'seed': 0}])
 
 
 def test_names_unique_stable_and_only_varying_fields():
-  points = sweep.product(
-      sweep.values('num_epochs', [4]),
-      sweep.zipped(sweep.values('model.norm', ['none', 'batch']),
-                   sweep.values('eval_stats', ['ema', 'ema,precise'])),
-      sweep.values('seed', [0, 1]))
-  names = sweep.run_names(points)
+  points = grid.product(
+      grid.values('num_epochs', [4]),
+      grid.zipped(grid.values('model.norm', ['none', 'batch']),
+                  grid.values('eval_stats', ['ema', 'ema,precise'])),
+      grid.values('seed', [0, 1]))
+  names = grid.run_names(points)
   assert names[0] == 'norm=none,eval_stats=ema,seed=0'
   assert names[-1] == 'norm=batch,eval_stats=ema+precise,seed=1'
   assert len(set(names)) == len(names)
-  assert sweep.run_names(points) == names  # Same input, same names.
+  assert grid.run_names(points) == names  # Same input, same names.
   # Adding a seed leaves the existing names alone.
-  more = sweep.product(sweep.values('num_epochs', [4]),
-                       sweep.zipped(sweep.values('model.norm', ['none', 'batch']),
-                                    sweep.values('eval_stats', ['ema', 'ema,precise'])),
-                       sweep.values('seed', [0, 1, 2]))
-  assert set(names) <= set(sweep.run_names(more))
+  more = grid.product(
+      grid.values('num_epochs', [4]),
+      grid.zipped(grid.values('model.norm', ['none', 'batch']),
+                  grid.values('eval_stats', ['ema', 'ema,precise'])),
+      grid.values('seed', [0, 1, 2]))
+  assert set(names) <= set(grid.run_names(more))
   # Two fields with one last component keep their full names.
   clash = [{'a.x': 1, 'b.x': 1}, {'a.x': 2, 'b.x': 3}]
-  assert sweep.run_names(clash) == ['a.x=1,b.x=1', 'a.x=2,b.x=3']
+  assert grid.run_names(clash) == ['a.x=1,b.x=1', 'a.x=2,b.x=3']
 
 
 def test_seed_study_and_lr_sweep_expand():
-  config, points = sweep.load('configs/sweeps/seed_study.py')
-  sweep.check_fields(config, points)
+  config, points = jobs.load('configs/sweeps/seed_study.py')
+  jobs.check_fields(config, points)
   assert len(points) == 3 * 3 and {p['num_epochs'] for p in points} == {20}
-  _, short = sweep.load('configs/sweeps/seed_study.py:epochs=2,seeds=1')
+  _, short = jobs.load('configs/sweeps/seed_study.py:epochs=2,seeds=1')
   assert len(short) == 3 and {p['num_epochs'] for p in short} == {2}
-  with pytest.raises(sweep.SweepError, match='epochs=N'):
-    sweep.load('configs/sweeps/seed_study.py:epoch=2')
-  config, points = sweep.load('configs/sweeps/lr_norms.py')
-  sweep.check_fields(config, points)
-  assert len(set(sweep.run_names(points))) == len(points) > 1
+  with pytest.raises(grid.SweepError, match='epochs=N'):
+    jobs.load('configs/sweeps/seed_study.py:epoch=2')
+  config, points = jobs.load('configs/sweeps/lr_norms.py')
+  jobs.check_fields(config, points)
+  assert len(set(grid.run_names(points))) == len(points) > 1
 
 
 def test_unknown_field_is_refused_before_running(tmp_path):
@@ -83,6 +98,12 @@ def test_unknown_field_is_refused_before_running(tmp_path):
   assert "'model.nrom', which is not a field of configs/tiny.py" in proc.stderr
   assert 'Traceback' not in proc.stderr
   assert not (tmp_path / 'w').exists()
+  # A mistyped flag: one line, the same exit status.
+  proc = run_sweep(f'--sweep={path}', f'--workdir={tmp_path / "w"}',
+                   '--paralel=2')
+  assert proc.returncode == 2
+  assert proc.stderr.splitlines() == [
+      "error: Unknown command line flag 'paralel'. Did you mean: parallel ?"]
 
 
 def test_dry_run_and_print_commands(tmp_path, learnable_data_dir):
@@ -109,12 +130,12 @@ def test_sweep_runs_skips_finished_and_resumes(tiny_study, tmp_path):
   sweep_file, workdir, first_output = tiny_study
   names = ['norm=none,seed=0', 'norm=none,seed=1', 'norm=batch,seed=0',
            'norm=batch,seed=1']
-  assert sorted(os.listdir(workdir)) == sorted(names + ['sweep.json'])
+  assert sorted(os.listdir(workdir)) == sorted(names + [workdir_lib.SWEEP])
   for name in names:
-    assert sweep.is_finished(sweep.pathlib.Path(workdir) / name), name
+    assert workdir_lib.is_finished(os.path.join(workdir, name)), name
   # A sweep that asks for more epochs resumes (extends) finished runs.
-  assert not sweep.is_finished(sweep.pathlib.Path(workdir) / names[0],
-                               {'num_epochs': 3})
+  assert not workdir_lib.is_finished(os.path.join(workdir, names[0]),
+                                     {'num_epochs': 3})
   config = json.loads(open(os.path.join(workdir, names[2],
                                         'config.json')).read())
   assert config['model']['norm'] == 'batch' and config['seed'] == 0
@@ -132,11 +153,11 @@ def test_sweep_runs_skips_finished_and_resumes(tiny_study, tmp_path):
   before = helpers.read_scalars(run_dir)['eval/accuracy']
   ckpts = os.path.join(run_dir, 'checkpoints')
   shutil.rmtree(os.path.join(ckpts, max(os.listdir(ckpts), key=int)))
-  assert not sweep.is_finished(sweep.pathlib.Path(run_dir))
+  assert not workdir_lib.is_finished(run_dir)
   resumed = run_sweep(f'--sweep={sweep_file}', f'--workdir={copy}')
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert 'resume  norm=batch,seed=1' in resumed.stdout
   assert '3 already finished, 1 ran, 0 failed' in resumed.stdout
-  assert sweep.is_finished(sweep.pathlib.Path(run_dir))
+  assert workdir_lib.is_finished(run_dir)
   # Resuming replays the lost epoch exactly.
   assert helpers.read_scalars(run_dir)['eval/accuracy'] == before

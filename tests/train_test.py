@@ -10,17 +10,21 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
-from bn_study import checkpoints
-from bn_study import cpu
+from bn_study.training import checkpoints
+from bn_study.runtime import cpu
 from bn_study import errors
-from bn_study import feeds
-from bn_study import input_pipeline
-from bn_study import losses
-from bn_study import mesh as mesh_lib
+from bn_study.data import feeds
+from bn_study.data import input_pipeline
+from bn_study.training import losses
+from bn_study.runtime import mesh as mesh_lib
 from bn_study import models
-from bn_study import norms
-from bn_study import precise_bn
-from bn_study import train
+from bn_study.models import norms
+from bn_study.training import precise_bn
+from bn_study.training import evaluator
+from bn_study.training import loop
+from bn_study.training import optim
+from bn_study.training import steps as steps_lib
+from bn_study.training import validate
 from tests import helpers
 
 # 64 training images = 8 steps of 8 per epoch; 21 eval images = 3 batches,
@@ -29,9 +33,7 @@ NUM_TRAIN, NUM_EVAL = 64, 21
 
 
 def _train(workdir, **overrides):
-  with helpers.mock_learnable(NUM_TRAIN, NUM_EVAL):
-    return train.train_and_evaluate(helpers.tiny_config(**overrides),
-                                    str(workdir))
+  return helpers.train_tiny(workdir, NUM_TRAIN, NUM_EVAL, **overrides)
 
 
 @pytest.fixture(scope='module')
@@ -90,15 +92,15 @@ def _setup(**overrides):
     pipeline = input_pipeline.Pipeline(config)
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, pipeline.info.num_classes)
-  tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
-  state = train.create_train_state(config, model, pipeline.info.image_shape,
+  tx, schedule = optim.make_optimizer(config, pipeline.steps_per_epoch)
+  state = steps_lib.create_train_state(config, model, pipeline.info.image_shape,
                                    tx, mesh)
-  steps = train.jit_steps(mesh, schedule)
+  steps = steps_lib.jit_steps(mesh, schedule)
   return config, pipeline, mesh, model, state, steps
 
 
 def _fit(state, pipeline, mesh, p_train, epochs):
-  metrics = train.TrainMetrics.empty()
+  metrics = steps_lib.TrainMetrics.empty()
   for epoch in range(epochs):
     for batch in pipeline.train(epoch):
       state, metrics = p_train(state, mesh_lib.global_batch(batch, mesh),
@@ -115,7 +117,7 @@ def test_training_updates_batch_stats_and_eval_leaves_them():
   for layer, stats in initial.items():
     assert not np.allclose(stats['mean'], trained[layer]['mean']), layer
     assert not np.allclose(stats['var'], trained[layer]['var']), layer
-  result = train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)
+  result = evaluator.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)
   assert result['count'] == NUM_EVAL * 10
   jax.tree.map(np.testing.assert_array_equal, trained,
                jax.device_get(state.batch_stats))
@@ -127,7 +129,7 @@ def test_wobn_trains_without_batch_stats():
   assert state.batch_stats == {}
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert state.batch_stats == {}
-  assert 0 <= train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy'] <= 1
+  assert 0 <= evaluator.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy'] <= 1
 
 
 def test_eval_with_running_averages_matches_train_mode():
@@ -149,8 +151,8 @@ def test_eval_with_running_averages_matches_train_mode():
   batches = list(pipeline.eval())
   train_mode = sum(float(train_mode_correct(state, b)) for b in batches[:-1])
   train_mode /= sum(b['mask'].sum() for b in batches[:-1])
-  ema = train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
-  stale = train.evaluate(p_eval, state.replace(batch_stats=initial_stats), helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
+  ema = evaluator.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
+  stale = evaluator.evaluate(p_eval, state.replace(batch_stats=initial_stats), helpers.eval_batches(pipeline, mesh), mesh)['accuracy']
   assert train_mode > 0.9, train_mode
   assert ema > train_mode - 0.05, (ema, train_mode)
   # Eval with statistics that were never updated is what the seed did; it
@@ -169,13 +171,13 @@ def test_other_tfds_image_datasets(dataset, image_shape, num_classes):
   assert pipeline.info.num_classes == num_classes
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, num_classes)
-  tx, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
-  state = train.create_train_state(config, model, image_shape, tx, mesh)
-  steps = train.jit_steps(mesh, schedule)
+  tx, schedule = optim.make_optimizer(config, pipeline.steps_per_epoch)
+  state = steps_lib.create_train_state(config, model, image_shape, tx, mesh)
+  steps = steps_lib.jit_steps(mesh, schedule)
   p_train, p_eval = steps.train, steps.eval
   state = _fit(state, pipeline, mesh, p_train, 1)
   assert int(state.step) == 2
-  assert train.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['count'] == 20
+  assert evaluator.evaluate(p_eval, state, helpers.eval_batches(pipeline, mesh), mesh)['count'] == 20
 
 
 # Each normalizer once and each placement twice; main.py ran the full grid
@@ -203,15 +205,16 @@ def test_precise_bn_leaves_the_running_averages_unless_asked():
   state = _fit(state, pipeline, mesh, steps.train, 1)
   ema = jax.device_get(state.batch_stats)
   writer = metric_writers.LoggingWriter()
-  precise = precise_bn.PreciseBN(model, mesh)
   feed = feeds.HostFeed(pipeline, mesh, 1)
-  kept = train._evaluate_all(config, ['ema', 'precise'], precise, steps,
-                             state, feed, mesh, 0, 32, writer)
+  config.eval_stats = 'ema,precise'
+  kept = evaluator.Evaluator(config, model, mesh, steps, feed)(
+      state, 0, 32, writer)
   jax.tree.map(np.testing.assert_array_equal, ema,
                jax.device_get(kept.batch_stats))
+  config.eval_stats = 'precise'
   config.precise_bn_replaces_ema = True
-  replaced = train._evaluate_all(config, ['precise'], precise, steps, state,
-                                 feed, mesh, 0, 32, writer)
+  replaced = evaluator.Evaluator(config, model, mesh, steps, feed)(
+      state, 0, 32, writer)
   precise = jax.device_get(replaced.batch_stats)
   assert not np.allclose(ema['conv1_norm']['mean'],
                          precise['conv1_norm']['mean'])
@@ -238,13 +241,13 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
 def test_skip_nonfinite_leaves_the_state_as_it_was():
   _, pipeline, mesh, _, state, _ = _setup()
   config = helpers.tiny_config()
-  _, schedule = train.make_optimizer(config, pipeline.steps_per_epoch)
-  steps = train.jit_steps(mesh, schedule, skip_nonfinite=True)
+  _, schedule = optim.make_optimizer(config, pipeline.steps_per_epoch)
+  steps = steps_lib.jit_steps(mesh, schedule, skip_nonfinite=True)
   batch = next(pipeline.train(0))
   bad = dict(batch, image=np.full_like(batch['image'], np.nan))
   before = jax.device_get((state.params, state.opt_state, state.batch_stats))
   state, metrics = steps.train(state, mesh_lib.global_batch(bad, mesh),
-                               train.TrainMetrics.empty())
+                               steps_lib.TrainMetrics.empty())
   assert int(state.step) == 1
   jax.tree.map(np.testing.assert_array_equal, before,
                jax.device_get((state.params, state.opt_state,
@@ -276,16 +279,14 @@ def test_resuming_with_another_model_says_what_to_do(tmp_path):
 def test_a_crash_in_eval_or_checkpointing_loses_nothing_before_it(
     tmp_path, monkeypatch, where):
   if where == 'eval':
-    real = train._evaluate_all  # pylint: disable=protected-access
+    real = evaluator.Evaluator.__call__
 
-    def crash_in_epoch_2(config, modes, precise, steps, state, pipeline, mesh,
-                         epoch, *args):
+    def crash_in_epoch_2(self, state, epoch, *args):
       if epoch == 1:
         raise RuntimeError('eval crashed')
-      return real(config, modes, precise, steps, state, pipeline, mesh, epoch,
-                  *args)
+      return real(self, state, epoch, *args)
 
-    monkeypatch.setattr(train, '_evaluate_all', crash_in_epoch_2)
+    monkeypatch.setattr(evaluator.Evaluator, '__call__', crash_in_epoch_2)
   else:
     real = checkpoints.Checkpoints.save
 
@@ -328,7 +329,7 @@ def test_update_norm_is_the_norm_of_the_applied_update():
   before = jax.device_get(state.params)
   state, metrics = steps.train(
       state, mesh_lib.global_batch(next(pipeline.train(0)), mesh),
-      train.TrainMetrics.empty())
+      steps_lib.TrainMetrics.empty())
   after = jax.device_get(state.params)
   applied = _norm64(jax.tree.map(
       lambda a, b: np.float64(a) - np.float64(b), after, before))
@@ -344,7 +345,7 @@ def test_cpu_train_step_sums_without_tree_reductions():
   if mesh.devices.flat[0].platform != 'cpu':
     pytest.skip('the tree reduction pass is turned off on CPU only')
   hlo = steps.train.lower(state, batch,
-                          train.TrainMetrics.empty()).compile().as_text()
+                          steps_lib.TrainMetrics.empty()).compile().as_text()
   assert 'reduce-window' not in hlo
 
 
@@ -363,7 +364,7 @@ def test_train_step_sums_match_float64():
       batch['label']).mean())(state.params))
   old_mean = jax.device_get(state.batch_stats['conv1_norm']['mean'])
   new, metrics = steps.train(state, mesh_lib.global_batch(batch, mesh),
-                             train.TrainMetrics.empty())
+                             steps_lib.TrainMetrics.empty())
   values = metrics.compute()
   np.testing.assert_allclose(values['param_norm'], _norm64(params), rtol=1e-5)
   np.testing.assert_allclose(values['grad_norm'], _norm64(grads), rtol=1e-5)
@@ -418,20 +419,20 @@ def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
 
 
 def test_steps_per_call_auto_and_bad_values(tmp_path):
-  assert train.auto_steps_per_call(1e-4) == 500
-  assert train.auto_steps_per_call(1.0) == 1
-  assert train.auto_steps_per_call(1e-9) == train.MAX_STEPS_PER_CALL
+  assert loop.auto_steps_per_call(1e-4) == 500
+  assert loop.auto_steps_per_call(1.0) == 1
+  assert loop.auto_steps_per_call(1e-9) == loop.MAX_STEPS_PER_CALL
   for bad in (-1, True):
     with pytest.raises(errors.UserError, match='steps_per_call'):
-      train.validate(helpers.tiny_config(steps_per_call=bad))
+      validate.validate(helpers.tiny_config(steps_per_call=bad))
   with pytest.raises(errors.UserError, match="data_on_device='yes'.*allowed"):
-    train.validate(helpers.tiny_config(data_on_device='yes'))
+    validate.validate(helpers.tiny_config(data_on_device='yes'))
 
 
 def test_calls_end_where_the_loop_acts():
   config = helpers.tiny_config(log_every_steps=10, eval_every_steps=25,
                                **{'analysis.every_steps': 7})
-  end = lambda step, n: train.call_end(step, config, 40, 100, n, True)
+  end = lambda step, n: loop.call_end(step, config, 40, 100, n, True)
   assert end(0, 1000) == 7  # Instruments.
   assert end(7, 1000) == 10  # Log.
   assert end(20, 1000) == 21  # Instruments at 21.

@@ -1,21 +1,21 @@
 """The model families, behind one registry: `model.kind` picks one.
 
 A family is a module here (seed.py, resnet.py, vgg.py) whose network takes
-its norms from bn_study/norms.py's factory through layers.Layers, so every
+its norms from norms.py's factory through layers.Layers, so every
 normalizer works in every family. Adding a family: its module, an entry in
 FAMILIES, and its tests (tests/models_test.py).
 """
 
 import dataclasses
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bn_study import cpu
+from bn_study.runtime import cpu
 from bn_study import errors
-from bn_study import norms
+from bn_study.models import norms
 from bn_study.models import layers
 from bn_study.models import norm_free
 from bn_study.models import resnet
@@ -68,9 +68,10 @@ def resolved(model_config):
   return model_config
 
 
-def validate(model_config):
+def validate(model_config, batch_sizes: Optional[Dict[str, int]] = None):
   """The fields every family reads, the family's own, then the
-  normalizer's (norms.validate)."""
+  normalizer's (norms.validate), for the batches of `batch_sizes`
+  ({field: size}) it will normalize in train mode."""
   errors.check_choice('model.kind', model_config.kind, KINDS)
   family = FAMILIES[model_config.kind]
   errors.check_choice('model.activation', model_config.activation,
@@ -107,7 +108,7 @@ def validate(model_config):
         + ('no convs' if model_config.kind == 'mlp' else 'none')
         + '. Choose a model.norm (BiT: group) or leave it False; '
         'model.norm_free=nf brings its own (Scaled WS).')
-  norms.validate(model_config)
+  norms.validate(model_config, batch_sizes)
   norm_free.validate(model_config)
   if model_config.norm == 'instance' and model_config.kind in ('cnn', 'mlp'):
     raise errors.UserError(
@@ -126,8 +127,8 @@ def validate(model_config):
 def create_model(model_config, num_classes: int, total_steps: int = 0,
                  num_devices: int = 1) -> nn.Module:
   """The config's model; `model.conv_impl` picks how its convs are computed
-  (bn_study/cpu.py), the math is the same."""
-  validate(model_config)
+  (bn_study/runtime/cpu.py), the math is the same. The block is validated
+  once, before any work (validate)."""
   family = FAMILIES[model_config.kind]
   return family.module(model_config=resolved(model_config),
                        num_classes=num_classes, total_steps=total_steps,

@@ -1,6 +1,6 @@
 """What every model family's layers share: convs and dense layers in the
 compute dtype, weight standardization of the convs, norms from the one
-factory (bn_study/norms.py), and the activations the instruments read.
+factory (norms.py), and the activations the instruments read.
 
 Naming, which the instruments and weight decay rely on: parameters are flat,
 one top-level module per weight layer in forward order; what belongs to a
@@ -18,8 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bn_study import norms
-
+from bn_study.models import norms
 ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid}
 KERNEL_INITS = {
     # tf.layers' default, the seed's.

@@ -19,7 +19,7 @@
   Scaled Weight Standardization (bn_study/models/layers.py) and every ReLU
   times its gain, so each branch starts with unit-variance signals.
   Adaptive gradient clipping, its companion, is the optimizer option
-  `agc_clipping` (bn_study/train.py).
+  `agc_clipping` (bn_study/training/optim.py).
 
 The residual families (bn_study/models/resnet.py) call a `Residual` where
 the schemes differ; with norm_free=none every hook is the identity and the

@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from bn_study import errors
-from bn_study import norms
+from bn_study.models import norms
 from bn_study.models import layers
 
 PLACEMENTS = norms.PLACEMENTS  # input, pre_act, post_act: all three.

@@ -7,7 +7,7 @@ Santurkar et al. found that on VGG BN does not reduce ICS while it smooths
 the loss, and that "noisy BN" (BN followed by noise of non-zero mean and
 non-unit variance, redrawn every step: model.norm=noisy_batch) still trains
 about as well as BN. Three arms: no BN, BN and noisy BN, at one learning
-rate, with the instruments on (bn_study/analysis.py: ICS per layer, the loss
+rate, with the instruments on (bn_study/training/instruments.py: ICS per layer, the loss
 and gradient along the gradient, activations) every 100 steps, on the state
 before that step's update. The ICS claims below state the popular belief,
 "BN reduces ICS": the paper predicts that they do not hold.

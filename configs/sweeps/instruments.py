@@ -1,4 +1,4 @@
-r"""BN vs no BN on the seed CNN with every instrument on (bn_study/analysis.py):
+r"""BN vs no BN on the seed CNN with every instrument on (bn_study/training/instruments.py):
 does BN reduce internal covariate shift here, and does it smooth the loss?
 
   python -m bn_study.sweep --sweep=configs/sweeps/instruments.py --workdir=runs/instruments

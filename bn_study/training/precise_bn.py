@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
-from bn_study import mesh as mesh_lib
-from bn_study import models
+from bn_study.runtime import mesh as mesh_lib
 
 
 def _stats_model(model):

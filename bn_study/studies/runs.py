@@ -1,8 +1,9 @@
 """Reading what training wrote: a run's config, dataset facts and scalars.
 
-A run is a workdir with `config.json` (written by train.py at start). Its
-curves come from the TensorBoard event files beside it, so runs still in
-progress read fine. Nothing here trains or imports JAX.
+A run is a workdir with `config.json` (written by bn_study/training/loop.py
+at start; bn_study/workdir.py names every file in it). Its curves come from
+the TensorBoard event files beside it, so runs still in progress read fine.
+Nothing here trains or imports JAX.
 """
 
 import dataclasses
@@ -14,6 +15,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.util import tensor_util
+
+from bn_study import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -89,11 +92,11 @@ def read_scalars(workdir: str) -> Dict[str, Series]:
 
 
 def load_run(path: str) -> Run:
-  with open(os.path.join(path, 'config.json')) as f:
+  with open(os.path.join(path, workdir_lib.CONFIG)) as f:
     config = json.load(f)
   steps_per_epoch = None
   try:
-    with open(os.path.join(path, 'dataset.json')) as f:
+    with open(os.path.join(path, workdir_lib.DATASET)) as f:
       steps_per_epoch = json.load(f)['steps_per_epoch']
   except (OSError, ValueError, KeyError):
     pass
@@ -113,11 +116,11 @@ def find_runs(roots: List[str]) -> Tuple[List[Run], List[str]]:
       continue
     first = len(runs)
     for dirpath, dirnames, filenames in os.walk(root):
-      # Hidden folders are tools' own (.tune: the Ray engine's trial records).
-      dirnames[:] = sorted(d for d in dirnames
-                           if d != 'checkpoints' and not d.startswith('.'))
+      # Hidden folders are tools' own (workdir.TUNE_DIR: Ray Tune's records).
+      dirnames[:] = sorted(d for d in dirnames if d != workdir_lib.CHECKPOINTS
+                           and not d.startswith('.'))
       has_events = any(f.startswith('events.out.tfevents.') for f in filenames)
-      if 'config.json' in filenames:
+      if workdir_lib.CONFIG in filenames:
         run = load_run(dirpath)
         if run.scalars:
           runs.append(run)
@@ -125,7 +128,7 @@ def find_runs(roots: List[str]) -> Tuple[List[Run], List[str]]:
           skipped.append(f'{dirpath}: no scalars in its event files yet')
         dirnames[:] = []  # A run's subfolders are its own (checkpoints).
       elif has_events:
-        skipped.append(f'{dirpath}: event files but no config.json')
+        skipped.append(f'{dirpath}: event files but no {workdir_lib.CONFIG}')
     runs[first:] = sorted(runs[first:], key=_sweep_order(root))
   return runs, skipped
 
@@ -134,20 +137,9 @@ def _sweep_order(root):
   """Sort key: a sweep's runs in the order its sweep.json lists them."""
   order = {}
   try:
-    with open(os.path.join(root, 'sweep.json')) as f:
+    with open(os.path.join(root, workdir_lib.SWEEP)) as f:
       order = {r['name']: i for i, r in enumerate(json.load(f)['runs'])}
   except (OSError, ValueError, KeyError, TypeError):
     pass
   return lambda run: (order.get(os.path.basename(run.path), len(order)),
                       run.path)
-
-
-def flatten(config: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
-  """{'model.norm': 'batch', ...}; lists become tuples (hashable)."""
-  out = {}
-  for key, value in config.items():
-    if isinstance(value, dict):
-      out.update(flatten(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = tuple(value) if isinstance(value, list) else value
-  return out

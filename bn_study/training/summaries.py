@@ -12,18 +12,11 @@ import time
 
 from absl import logging
 
-
-def tensorflow_available() -> bool:
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  try:
-    return importlib.util.find_spec('tensorflow') is not None
-  except ValueError:  # Imported, or blocked (sys.modules entry None).
-    import sys  # pylint: disable=g-import-not-at-top
-    return sys.modules.get('tensorflow') is not None
+from bn_study.runtime import process
 
 
 def create_writer(workdir: str, just_logging: bool):
-  if tensorflow_available():
+  if process.tensorflow_available():
     from clu import metric_writers  # pylint: disable=g-import-not-at-top
     return metric_writers.create_default_writer(
         workdir, just_logging=just_logging, asynchronous=True)
@@ -31,7 +24,7 @@ def create_writer(workdir: str, just_logging: bool):
 
 
 def progress(num_train_steps: int, writer):
-  if tensorflow_available():
+  if process.tensorflow_available():
     from clu import periodic_actions  # pylint: disable=g-import-not-at-top
     return periodic_actions.ReportProgress(num_train_steps=num_train_steps,
                                            writer=writer)

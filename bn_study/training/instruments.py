@@ -26,8 +26,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import jax
 import jax.numpy as jnp
 
-from bn_study import cpu
-from bn_study import losses
+from bn_study import errors
+from bn_study.runtime import cpu
+from bn_study.training import losses
 from bn_study import models
 
 INSTRUMENTS = ('act', 'ics', 'smoothness', 'norms')
@@ -183,3 +184,22 @@ def jit_measure(mesh_repl, data_sharding, instruments, multipliers, layers,
                         label_smoothing=label_smoothing, seed=seed),
       in_shardings=(mesh_repl, data_sharding, data_sharding, mesh_repl),
       out_shardings=mesh_repl)
+
+
+def validate(cfg):
+  """The analysis block's fields."""
+  if (isinstance(cfg.every_steps, bool) or not isinstance(cfg.every_steps, int)
+      or cfg.every_steps < 0):
+    raise errors.UserError(f'analysis.every_steps={cfg.every_steps!r} must be '
+                           'a non-negative integer (0 = off).')
+  for name in INSTRUMENTS:
+    if not isinstance(cfg[name], bool):
+      raise errors.UserError(f'analysis.{name}={cfg[name]!r} must be True or '
+                             'False.')
+  errors.check_positive_int('analysis.probe_size', cfg.probe_size)
+  multipliers = cfg.smoothness_lr_multipliers
+  if (not isinstance(multipliers, (tuple, list)) or not multipliers or
+      not all(isinstance(m, (int, float)) and m > 0 for m in multipliers)):
+    raise errors.UserError(
+        f'analysis.smoothness_lr_multipliers={multipliers!r} must be a '
+        'non-empty tuple of positive numbers, e.g. "(0.5,1.0,2.0,4.0)".')

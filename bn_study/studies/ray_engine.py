@@ -14,8 +14,10 @@ times, and main.py resumes from the run's latest checkpoint. Since resume is
 exact, the run ends as an uninterrupted one would. The workdir must be one
 every node sees (a shared file system, or gs://).
 
-Nothing imports this module unless --engine=ray. It imports Ray only when it
-runs.
+Nothing imports this module unless --engine=ray (bn_study/studies/cli.py).
+It imports Ray only when it runs. A run's attempts are recorded in its
+workdir (workdir.RAY_ATTEMPTS); Tune's own records of its trials go to the
+sweep's (workdir.TUNE_DIR).
 """
 
 import ctypes
@@ -30,19 +32,18 @@ import sys
 import time
 from typing import Any, Dict, List, Sequence
 
-from bn_study import runs
-from bn_study import sweep
+from bn_study import workdir as workdir_lib
+from bn_study.studies import grid
+from bn_study.studies import jobs as jobs_lib
+from bn_study.studies import runs
 
 TESTED_RAY = '2.60.0'  # requirements-ray.txt
 INSTALL = 'pip install -r requirements-ray.txt'
 SCHEDULERS = ('', 'asha')
-# Eval scalars train.py writes: <eval_stats mode prefix>/<loss|accuracy>.
+# Eval scalars training writes: <eval_stats mode prefix>/<loss|accuracy>.
 METRICS = tuple(f'{prefix}/{name}'
                 for prefix in ('eval', 'eval_precise', 'eval_batch')
                 for name in ('accuracy', 'loss'))
-# In each run's workdir: where each attempt ran, and how it ended.
-ATTEMPTS = 'ray_attempts.json'
-TUNE_DIR = '.tune'  # In the sweep's workdir: Tune's records of its trials.
 
 
 @dataclasses.dataclass
@@ -71,14 +72,14 @@ def parse_resources(text: str) -> Dict[str, float]:
     except ValueError:
       amount = -1.0
     if not key or amount < 0:
-      raise sweep.SweepError(
+      raise grid.SweepError(
           f'--resources_per_run={text!r}: {item!r} is not NAME=AMOUNT with '
           'AMOUNT >= 0; e.g. cpu=2,gpu=1 or cpu=8,TPU=4.')
     # Ray's own names; any other is a custom resource, as the nodes name it.
     resources[key.upper() if key.lower() in ('cpu', 'gpu', 'tpu')
               else key] = amount
   if not any(resources.values()):
-    raise sweep.SweepError(f'--resources_per_run={text!r} asks for nothing; '
+    raise grid.SweepError(f'--resources_per_run={text!r} asks for nothing; '
                            'give at least one, e.g. cpu=1.')
   return resources
 
@@ -88,20 +89,20 @@ def make_options(address: str, resources: str, max_concurrent: int,
                  grace_epochs: int, reduction_factor: float) -> Options:
   """Options from the flags, or a SweepError saying which flag is wrong."""
   if max_failures < 0 or max_concurrent < 0:
-    raise sweep.SweepError(
+    raise grid.SweepError(
         f'--max_failures={max_failures} and --max_concurrent_runs='
         f'{max_concurrent} must be >= 0.')
   if scheduler not in SCHEDULERS:
-    raise sweep.SweepError(f'--scheduler={scheduler!r}: choose from '
+    raise grid.SweepError(f'--scheduler={scheduler!r}: choose from '
                            f'{", ".join(repr(s) for s in SCHEDULERS)}.')
   if metric not in METRICS:
-    raise sweep.SweepError(f'--metric={metric!r}: choose from '
+    raise grid.SweepError(f'--metric={metric!r}: choose from '
                            f'{", ".join(METRICS)}.')
   if mode not in ('', 'max', 'min'):
-    raise sweep.SweepError(f'--mode={mode!r}: choose max, min, or leave it '
+    raise grid.SweepError(f'--mode={mode!r}: choose max, min, or leave it '
                            'empty (max for accuracy, min for loss).')
   if grace_epochs < 1 or reduction_factor <= 1:
-    raise sweep.SweepError(
+    raise grid.SweepError(
         f'--grace_epochs={grace_epochs} must be >= 1 and --reduction_factor='
         f'{reduction_factor} > 1.')
   return Options(address=address, resources=parse_resources(resources),
@@ -117,7 +118,7 @@ def import_ray():
     import ray  # pylint: disable=g-import-not-at-top
     from ray import tune  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise sweep.SweepError(
+    raise grid.SweepError(
         f'--engine=ray needs Ray Tune, which this Python cannot import ({e}). '
         f'Install it with: {INSTALL} (Ray {TESTED_RAY}, the version tested); '
         'or leave out --engine=ray to run on this machine.') from e
@@ -131,7 +132,7 @@ class _EvalTail:
   """New eval results in a run's event files, read as they grow."""
 
   def __init__(self, workdir: str, metric: str):
-    self._dir = sweep.workdir_path(workdir)
+    self._dir = workdir_lib.path(workdir)
     self._metric = metric
     self._loaders = {}
     self._by_step: Dict[int, Dict[str, float]] = {}
@@ -151,7 +152,7 @@ class _EvalTail:
     if self._steps_per_epoch is None:
       try:
         self._steps_per_epoch = json.loads(
-            (self._dir / 'dataset.json').read_text())['steps_per_epoch']
+            (self._dir / workdir_lib.DATASET).read_text())['steps_per_epoch']
       except (OSError, ValueError, KeyError):
         return []
     out = []
@@ -182,7 +183,7 @@ def _die_with_worker():
 def _record_attempt(workdir: str, **fields):
   """Adds to (or, if `fields` has no worker, updates the last of) the run's
   attempts: where each ran and how it ended."""
-  path = sweep.workdir_path(workdir) / ATTEMPTS
+  path = workdir_lib.path(workdir) / workdir_lib.RAY_ATTEMPTS
   try:
     attempts = json.loads(path.read_text())
   except (OSError, ValueError):
@@ -201,12 +202,11 @@ class RunFailed(RuntimeError):
 def trial(config: Dict[str, Any]):
   """A Tune trainable: runs one job's main.py, reporting each eval."""
   from ray import tune  # pylint: disable=g-import-not-at-top
-  job = sweep.Job(**config['job'])
-  log = sweep.RunLog(job.workdir, job.argv)
+  job = jobs_lib.Job(**config['job'])
+  log = jobs_lib.RunLog(job.workdir, job.argv)
   code = proc = None
   try:
-    proc = sweep.launch(job, log, root=pathlib.Path(__file__).parent.parent,
-                        preexec_fn=_die_with_worker())
+    proc = jobs_lib.launch(job, log, preexec_fn=_die_with_worker())
     _record_attempt(job.workdir, node=socket.gethostname(),
                     worker_pid=os.getpid(), main_pid=proc.pid,
                     started=time.time())
@@ -238,8 +238,9 @@ def trial(config: Dict[str, Any]):
     log.close()
   _record_attempt(job.workdir, exit_code=code)
   if code not in (0, 2):  # 2: a user error (bad config), the same on retry.
+    log_file = workdir_lib.path(job.workdir) / workdir_lib.TRAIN_LOG
     raise RunFailed(f'{job.name}: main.py exited with {code} '
-                    f'(log: {sweep.workdir_path(job.workdir) / "train.log"})')
+                    f'(log: {log_file})')
 
 
 # On the driver.
@@ -247,13 +248,14 @@ def trial(config: Dict[str, Any]):
 
 def _last_exit(workdir: str):
   try:
-    attempts = json.loads((sweep.workdir_path(workdir) / ATTEMPTS).read_text())
+    attempts = json.loads(
+        (workdir_lib.path(workdir) / workdir_lib.RAY_ATTEMPTS).read_text())
     return attempts[-1].get('exit_code')
   except (OSError, ValueError, IndexError):
     return None
 
 
-def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
+def _make_callback(tune, jobs: Sequence[jobs_lib.Job], options: Options,
                    stopped: Dict[str, Dict[str, float]],
                    outcomes: Dict[str, str]):
   """A Tune callback printing the sweep's progress in the local engine's
@@ -298,7 +300,7 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
         print(f'done    {name} ({seconds:.0f} s)', flush=True)
       elif trial.trial_id in stopped:
         verdict = {'by': options.scheduler, **stopped[trial.trial_id]}
-        (sweep.workdir_path(job.workdir) / sweep.STOPPED).write_text(
+        (workdir_lib.path(job.workdir) / workdir_lib.STOPPED).write_text(
             json.dumps(verdict, indent=2))
         outcomes[name] = self.status[name] = 'stopped'
         print(f'stopped {name} at epoch {verdict["epoch"]:g} by '
@@ -306,15 +308,15 @@ def _make_callback(tune, jobs: Sequence[sweep.Job], options: Options,
               f'{verdict[options.metric]:.4f})', flush=True)
       else:
         outcomes[name] = self.status[name] = 'failed'
-        print(sweep.failure(name, f'exit {_last_exit(job.workdir)}',
-                            job.workdir), flush=True)
+        print(jobs_lib.failure(name, f'exit {_last_exit(job.workdir)}',
+                               job.workdir), flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
       name = trial.config['job']['name']
       outcomes[name] = self.status[name] = 'failed'
-      print(sweep.failure(name, f'{_reason(trial)}; gave up after '
-                          f'{trial.num_failures} failures',
-                          by_name[name].workdir), flush=True)
+      print(jobs_lib.failure(name, f'{_reason(trial)}; gave up after '
+                             f'{trial.num_failures} failures',
+                             by_name[name].workdir), flush=True)
 
     def on_step_end(self, iteration, trials, **info):
       if time.time() < self.table_at:
@@ -373,7 +375,7 @@ def _make_scheduler(options: Options, max_epochs: int,
                        reduction_factor=options.reduction_factor)
 
 
-def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
+def run(jobs: Sequence[jobs_lib.Job], root, options: Options) -> Dict[str, str]:
   """Runs `jobs` as Tune trials; {name: 'done'|'failed'|'stopped'|
   'interrupted'}."""
   ray, tune = import_ray()
@@ -383,7 +385,7 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
   os.environ.setdefault('TUNE_DISABLE_AUTO_CALLBACK_LOGGERS', '1')
   max_epochs = max(j.epochs for j in jobs)
   if options.scheduler and options.grace_epochs > max_epochs:
-    raise sweep.SweepError(
+    raise grid.SweepError(
         f'--grace_epochs={options.grace_epochs} is more than the runs\' '
         f'{max_epochs} epochs: no run could be stopped.')
   local = {} if options.address else {'include_dashboard': False}
@@ -392,10 +394,10 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
     # and a failed attempt's error to the callback.
     ray.init(address=options.address or 'local', logging_level='WARNING',
              log_to_driver=False, **local,
-             runtime_env={'working_dir': str(sweep.ROOT),
+             runtime_env={'working_dir': str(jobs_lib.ROOT),
                           'excludes': ['runs']})
   except (ConnectionError, RuntimeError, ValueError) as e:
-    raise sweep.SweepError(
+    raise grid.SweepError(
         f'--ray_address={options.address!r}: cannot start or join a Ray '
         f'cluster ({str(e).splitlines()[0][:300]}). Start one with `ray '
         'start --head`, give its HOST:PORT, or leave the flag empty for one '
@@ -416,7 +418,7 @@ def run(jobs: Sequence[sweep.Job], root, options: Options) -> Dict[str, str]:
             trial_dirname_creator=lambda t: t.trial_id),
         run_config=tune.RunConfig(
             name=time.strftime('sweep_%Y%m%d_%H%M%S'),
-            storage_path=str(root / TUNE_DIR),
+            storage_path=str(root / workdir_lib.TUNE_DIR),
             failure_config=tune.FailureConfig(
                 max_failures=options.max_failures),
             callbacks=[_make_callback(tune, jobs, options, stopped,

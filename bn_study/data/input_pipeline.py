@@ -12,7 +12,7 @@ normalize=per_channel minus the train split's per-channel mean, over its std.
 
 import contextlib
 import errno
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -24,22 +24,12 @@ from urllib3.exceptions import ProxyError
 from urllib3.util import retry
 from urllib3.util.retry import Retry
 
-from bn_study import data_order
+from bn_study.data import order as data_order
 from bn_study import errors
-from bn_study import dataset_info
-from bn_study.dataset_info import DatasetInfo
+from bn_study.data import info as dataset_info
+from bn_study.data.info import DatasetInfo
 
 CROP_PAD = data_order.CROP_PAD
-def hide_accelerators_from_tf():
-  """TF only feeds data here; left alone it would grab GPU/TPU memory from
-  JAX. Entry points call this first thing, before TF initializes."""
-  for kind in ('GPU', 'TPU'):
-    try:
-      tf.config.set_visible_devices([], kind)
-    except (RuntimeError, ValueError):  # Already initialized, or no such kind.
-      pass
-
-
 def is_prepared(config) -> bool:
   """Whether the dataset is ready to read, without trying to download it."""
   try:
@@ -222,7 +212,7 @@ class Pipeline:
         pixel_std=tuple(float(s) for s in std))
     self._table = tf.constant(dataset_info.pixel_table(mean, std))
     for field in ('batch_size', 'eval_batch_size'):
-      if config[field] % process_count:  # Positive: train.validate.
+      if config[field] % process_count:  # Positive: training.validate.
         raise errors.UserError(
             f'{field}={config[field]} must be a multiple of the number of '
             f'processes ({process_count}).')

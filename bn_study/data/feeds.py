@@ -19,13 +19,13 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from bn_study import device_data
+from bn_study.data import device_data
+from bn_study.data import info as dataset_info
+from bn_study.data import order as data_order
 from bn_study import errors
-from bn_study import image_folder
-from bn_study import mesh as mesh_lib
-from bn_study import summaries
-
-
+from bn_study.data import image_folder
+from bn_study.runtime import mesh as mesh_lib
+from bn_study.runtime import process
 class HostFeed:
   """tf.data batches (input_pipeline.Pipeline), stacked `steps_per_call`
   deep: every call gets the same shapes (unused steps zero), so one
@@ -119,6 +119,22 @@ class DeviceFeed:
     return self._data.batches(epoch)
 
 
+def validate(config):
+  """The data fields: which split and how it is augmented, normalized and
+  fed. The dataset itself is checked when it is opened (input_pipeline,
+  image_folder)."""
+  errors.check_choice('augment', config.augment, data_order.AUGMENTS)
+  errors.check_choice('normalize', config.normalize, dataset_info.NORMALIZES)
+  device_data.validate(config)
+  if config.image_folder is not None and not isinstance(config.image_folder,
+                                                        str):
+    raise errors.UserError(
+        f'image_folder={config.image_folder!r} must be a path.')
+  if not isinstance(config.download, bool):
+    raise errors.UserError(
+        f'download={config.download!r} must be True or False.')
+
+
 def make_feed(config, mesh, steps_per_call: int):
   """The feed `config` asks for (data_on_device, image_folder)."""
   if config.image_folder:
@@ -128,25 +144,16 @@ def make_feed(config, mesh, steps_per_call: int):
           f'image_folder={config.image_folder!r} is read into the devices: '
           "it needs data_on_device='auto' or 'on', not 'off'.")
     return DeviceFeed(device_data.DeviceData(source, config, mesh))
-  if not summaries.tensorflow_available():
+  if not process.tensorflow_available():
     raise errors.UserError(
         f'dataset={config.dataset!r} is read with TFDS, and TensorFlow is '
         'not installed here. Install requirements.txt, or train from a '
         'folder of images with --config.image_folder=DIR (train/<class>/*, '
         'test/<class>/*; data_on_device).')
-  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
+  from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
   pipeline = input_pipeline.Pipeline(
       config, process_index=jax.process_index(),
       process_count=jax.process_count())
   if device_data.wanted(config.data_on_device, pipeline.info, mesh):
     return DeviceFeed(device_data.DeviceData(pipeline, config, mesh))
   return HostFeed(pipeline, mesh, steps_per_call)
-
-
-def hide_accelerators_from_tf():
-  """TF only feeds data here; left alone it would grab GPU/TPU memory from
-  JAX. Entry points call this first thing, before TF initializes (a no-op
-  without TF)."""
-  if summaries.tensorflow_available():
-    from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
-    input_pipeline.hide_accelerators_from_tf()

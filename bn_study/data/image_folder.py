@@ -16,7 +16,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from bn_study import dataset_info
+from bn_study.data import info as dataset_info
 from bn_study import errors
 
 EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')

@@ -14,25 +14,17 @@ import jax
 import orbax.checkpoint as ocp
 
 from bn_study import errors
-from bn_study import runs
-
+from bn_study import workdir as workdir_lib
 # Item names inside a step's folder. `default` is where checkpoints written
 # before train metrics were saved keep the state.
 STATE = 'default'
 TRAIN_METRICS = 'train_metrics'
 
 
-def workdir_path(workdir: str) -> epath.Path:
-  """The workdir as an absolute path; gs:// and other remote paths work too
-  (orbax, TFDS and clu's writers all go through the same file systems)."""
-  return epath.Path(workdir if '://' in str(workdir) else
-                    os.path.abspath(workdir))
-
-
 def make_workdir(workdir: str) -> epath.Path:
   """The workdir, created if missing, or a UserError if it is a file or
   cannot be created or written; checked before any work starts."""
-  path = workdir_path(workdir)
+  path = workdir_lib.path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
   except FileExistsError as e:
@@ -56,10 +48,10 @@ def config_differences(config, saved: epath.Path) -> List[str]:
   """'field: <saved> there, <now> here' for every field where `config`
   differs from the config.json at `saved` (none if there is no such file)."""
   try:
-    before = runs.flatten(json.loads(saved.read_text()))
+    before = workdir_lib.flatten(json.loads(saved.read_text()))
   except (OSError, ValueError):  # Missing, or cut short by a killed launch.
     return []
-  now = runs.flatten(json.loads(config.to_json_best_effort()))
+  now = workdir_lib.flatten(json.loads(config.to_json_best_effort()))
 
   def show(values, key):
     return repr(values[key]) if key in values else '(absent)'
@@ -80,7 +72,7 @@ class Checkpoints:
 
   def __init__(self, workdir: str, max_to_keep: Optional[int] = 3,
                read_only: bool = False):
-    self.directory = workdir_path(workdir) / 'checkpoints'
+    self.directory = workdir_lib.path(workdir) / workdir_lib.CHECKPOINTS
     self._read_only = read_only
     self._manager = self._open(max_to_keep)
     self._max_to_keep = max_to_keep
@@ -135,7 +127,7 @@ class Checkpoints:
         self._manager = self._open(self._max_to_keep)
       return restored
     step, error = failures[0]
-    saved = self.directory.parent / 'config.json'
+    saved = self.directory.parent / workdir_lib.CONFIG
     differences = [] if config is None else config_differences(config, saved)
     why = (f'; this config differs from {saved} in {len(differences)} '
            f'field(s): {"; ".join(differences)}' if differences else
@@ -167,18 +159,3 @@ def _abstract(tree):
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
       tree)
-
-
-class _QuietOrbax:
-  """Orbax logs a dozen INFO lines per save; keep its warnings only."""
-
-  def filter(self, record):
-    return record.levelno >= 30 or '/orbax/' not in record.pathname
-
-
-def quiet_orbax_logs():
-  """Drops orbax's INFO lines from absl's log handler (entry points call it;
-  a library user keeps whatever logging they set up)."""
-  handler = absl_logging.get_absl_handler()
-  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
-    handler.addFilter(_QuietOrbax())

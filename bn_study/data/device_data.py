@@ -14,7 +14,6 @@ bit. Nothing here imports TensorFlow, so a machine without it trains from
 decoded arrays (image_folder).
 """
 
-import functools
 import os
 from typing import Iterator, Tuple
 
@@ -24,11 +23,10 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from bn_study import data_order
-from bn_study import dataset_info
+from bn_study.data import order as data_order
+from bn_study.data import info as dataset_info
 from bn_study import errors
-from bn_study import mesh as mesh_lib
-
+from bn_study.runtime import mesh as mesh_lib
 MODES = ('auto', 'on', 'off')
 # auto keeps the splits on the devices when they take at most this share of
 # a device's memory (of the host's, on CPU, where the devices share it).

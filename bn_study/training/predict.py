@@ -6,24 +6,28 @@ from typing import List, Sequence, Tuple
 import jax
 import numpy as np
 
-from bn_study import checkpoints
 from bn_study import errors
-from bn_study import mesh as mesh_lib
 from bn_study import models
-from bn_study import train
+from bn_study import workdir as workdir_lib
+from bn_study.runtime import mesh as mesh_lib
+from bn_study.training import checkpoints
+from bn_study.training import optim
+from bn_study.training import steps
+from bn_study.training import validate
 
 
 def predict(config, workdir: str, paths: Sequence[str]
             ) -> List[Tuple[str, str, float]]:
   """(path, class name, softmax score of that class) for every image file."""
-  info_path = checkpoints.workdir_path(workdir) / 'dataset.json'
+  validate.validate(config)
+  info_path = workdir_lib.path(workdir) / workdir_lib.DATASET
   ckpts = checkpoints.Checkpoints(workdir, read_only=True)
   if not info_path.exists() or ckpts.latest_step() is None:
     raise errors.UserError(
         f'--workdir={workdir!r} holds no trained run (no dataset.json or no '
         'checkpoint); train there first without --predict.')
   info = json.loads(info_path.read_text())
-  from bn_study import input_pipeline  # pylint: disable=g-import-not-at-top
+  from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
   images = np.stack([input_pipeline.load_image(p, info['image_shape'])
                      for p in paths])
   # As the run's pipeline normalized its images (runs from before
@@ -35,8 +39,8 @@ def predict(config, workdir: str, paths: Sequence[str]
 
   mesh = mesh_lib.make_mesh()
   model = models.create_model(config.model, info['num_classes'])
-  tx, _ = train.make_optimizer(config, info['steps_per_epoch'])
-  state = ckpts.restore(train.create_train_state(
+  tx, _ = optim.make_optimizer(config, info['steps_per_epoch'])
+  state = ckpts.restore(steps.create_train_state(
       config, model, info['image_shape'], tx, mesh), config=config)
   ckpts.close()
   variables = models.variables(state.params, state.batch_stats)
