@@ -158,13 +158,13 @@ def flags_error(error: BaseException, argv: Sequence[str]) -> Optional[str]:
 
 
 def parse_flags(argv):
-  """absl's parsing for an entry point with a --config flag (main.py, the
-  benchmark): a bad flag or config file is one line and exit status 2, not a
-  traceback."""
+  """absl's parsing for an entry point: a bad flag or --config file is one
+  line and exit status 2, not absl's FATAL or a traceback."""
   try:
     rest = flags.FLAGS(argv)
-    # ml_collections raises a config file's load error only on first use.
-    flags.FLAGS.config.keys()
+    if 'config' in flags.FLAGS:
+      # ml_collections raises a config file's load error only on first use.
+      flags.FLAGS.config.keys()
     return rest
   except Exception as e:  # pylint: disable=broad-except
     message = flags_error(e, argv)
@@ -172,3 +172,15 @@ def parse_flags(argv):
       raise  # Not the user's mistake: a bug keeps its traceback.
     print(f'error: {message}', file=sys.stderr)
     sys.exit(2)
+
+
+def run_program(main, module_name: str, doc: str):
+  """app.run(main) for a program whose flags and docstring live in
+  `module_name` while `python -m bn_study.X` runs a thin module: absl's
+  --help prints __main__'s docstring and key flags, so give it these."""
+  # pylint: disable-next=g-import-not-at-top
+  from absl import app
+  sys.modules['__main__'].__doc__ = doc
+  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  app.run(main, flags_parser=parse_flags)

@@ -3,16 +3,12 @@ and the session's compilation cache."""
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import textwrap
 
 import pytest
 
 from bn_study.runtime import compilation_cache
 from tests import helpers
-from tests.helpers import ROOT
 
 
 # Compiling, not running, is most of what the tiny models cost: at XLA:CPU's
@@ -49,36 +45,13 @@ def learnable_data_dir(tmp_path_factory):
   return helpers.prepare_learnable(tmp_path_factory.mktemp('tfds'))
 
 
-def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
-  """A sweep file over the tiny config on the learnable on-disk dataset."""
-  path.write_text(textwrap.dedent(f'''\
-      from bn_study import sweep
-
-      CONFIG = 'configs/tiny.py'
-
-
-      def get_sweep(arg=''):
-        return sweep.product(
-            sweep.values('dataset', ['{helpers.LEARNABLE}']),
-            sweep.values('data_dir', [{str(data_dir)!r}]),
-            sweep.values('model.norm', {list(norms)!r}),
-            sweep.values('seed', {list(seeds)!r}))
-      '''))
-  return str(path)
-
-
-def run_sweep(*args):
-  return subprocess.run([sys.executable, '-m', 'bn_study.sweep', *args],
-                        cwd=ROOT, capture_output=True, text=True, check=False)
-
-
 @pytest.fixture(scope='session')
 def tiny_study(tmp_path_factory, learnable_data_dir):
   """(sweep file, workdir) of a finished 4-run sweep: norm none|batch x 2 seeds."""
   base = tmp_path_factory.mktemp('study')
-  sweep_file = write_tiny_sweep(base / 'tiny_sweep.py', learnable_data_dir)
+  sweep_file = helpers.write_tiny_sweep(base / 'tiny_sweep.py', learnable_data_dir)
   workdir = str(base / 'runs')
-  proc = run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
+  proc = helpers.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
                    '--parallel=2')
   assert proc.returncode == 0, proc.stdout + proc.stderr
   return sweep_file, workdir, proc.stdout

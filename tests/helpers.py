@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import textwrap
 
 import jax
 import numpy as np
@@ -179,3 +180,26 @@ def main_in_process(argv):
   finally:
     sys.argv = saved_argv
   return code, err.getvalue()
+
+
+def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
+  """A sweep file over the tiny config on the learnable on-disk dataset."""
+  path.write_text(textwrap.dedent(f'''\
+      from bn_study import sweep
+
+      CONFIG = 'configs/tiny.py'
+
+
+      def get_sweep(arg=''):
+        return sweep.product(
+            sweep.values('dataset', ['{LEARNABLE}']),
+            sweep.values('data_dir', [{str(data_dir)!r}]),
+            sweep.values('model.norm', {list(norms)!r}),
+            sweep.values('seed', {list(seeds)!r}))
+      '''))
+  return str(path)
+
+
+def run_sweep(*args):
+  return subprocess.run([sys.executable, '-m', 'bn_study.sweep', *args],
+                        cwd=ROOT, capture_output=True, text=True, check=False)

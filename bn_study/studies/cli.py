@@ -21,6 +21,7 @@ from typing import Sequence
 from absl import app
 from absl import flags
 
+from bn_study import errors
 from bn_study import workdir as workdir_lib
 from bn_study.studies import grid
 from bn_study.studies import jobs as jobs_lib
@@ -161,21 +162,11 @@ def _define_flags():
                      'at each rung.')
 
 
-def _parse_flags(argv):
-  """absl's parsing, with a bad flag one line and exit status 2 (not absl's
-  FATAL and status 1), as every other mistake in a sweep's command is."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-
-
 def program():
   """`python -m bn_study.sweep`: defines the flags, then runs main. Only a
   program defines them, so that importing the modules has no side effects."""
   _define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  errors.run_program(main, __name__, __doc__)
 
 
 if __name__ == '__main__':

@@ -18,10 +18,10 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from bn_study import errors
 from bn_study import workdir as workdir_lib
 from bn_study.studies import claims
 from bn_study.studies import figures
@@ -442,7 +442,7 @@ def program():
   """`python -m bn_study.report`: defines the flags, then runs main. Only a
   program defines them, so that importing the modules has no side effects."""
   _define_flags()
-  app.run(main)
+  errors.run_program(main, __name__, __doc__)
 
 
 if __name__ == '__main__':

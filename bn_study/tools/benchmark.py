@@ -409,12 +409,7 @@ def program():
   defines the flags, then runs main. Only a program defines them, so that
   importing the modules has no side effects."""
   _define_flags()
-  # absl's --help prints __main__'s docstring and key flags, and __main__ is
-  # the thin bn_study/benchmark.py: give it this module's.
-  sys.modules['__main__'].__doc__ = __doc__
-  for flag in FLAGS.get_key_flags_for_module(__name__):
-    FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  app.run(main, flags_parser=errors.parse_flags)
+  errors.run_program(main, __name__, __doc__)
 
 
 if __name__ == '__main__':

@@ -1,17 +1,15 @@
 """The normalizers beyond BN and the normalizer-free methods, against numpy
-references written from the papers (tests/norm_references.py), plus the
+references written from the papers (tests/models/norm_references.py), plus the
 properties the issue asks for: zero-debiased averages after 3 steps, WS
 kernels, SkipInit's identity blocks, Fixup's and NF's bounded variance with
 depth, adaptive gradient clipping."""
 
 import textwrap
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from bn_study.runtime import cpu
@@ -22,68 +20,24 @@ from bn_study.training import optim
 from bn_study.training import validate
 from bn_study.models import layers
 from configs import default
-from tests import conftest
 from tests import helpers
-from tests import norm_references as ref
+from tests.models import norm_fixtures as fx
+from tests.models import norm_references as ref
 
-EPS = 1e-3
-SHAPES = {'dense': (16, 6), 'conv': (8, 5, 5, 4)}
-GROUPS = 2
-
-
-class Wrap(nn.Module):
-  """One norm from the factory, as a family gets it at a norm-act place
-  (`act`) or where no activation follows."""
-  cfg: Any
-  train: bool
-  act: bool = True
-
-  @nn.compact
-  def __call__(self, x):
-    return norms.make_norm(self.cfg, train=self.train, name='norm',
-                           act=self.act)(x)
+EPS, SHAPES, GROUPS = fx.EPS, fx.SHAPES, fx.GROUPS
+_cfg, _x = fx.cfg, fx.inputs
 
 
-def _cfg(norm, **overrides):
-  cfg = default.get_config().model
-  cfg.norm, cfg.placement = norm, 'pre_act'
-  cfg.bn_epsilon, cfg.bn_momentum, cfg.num_groups = EPS, 0.9, GROUPS
-  cfg.virtual_batch_size = 4
-  for key, value in overrides.items():
-    cfg[key] = value
-  return cfg
-
-
-def _x(shape, seed=1):
-  rng = np.random.default_rng(seed)
-  return (rng.normal(0.5, 2.0, shape)
-          * rng.uniform(0.2, 2, shape[-1])).astype(np.float32)
+def Wrap(cfg, train, act=True):  # pylint: disable=invalid-name
+  return fx.Wrap(cfg, train=train, act=act)
 
 
 def _variables(cfg, x, act=True, seed=0):
-  """Initialized variables with every parameter and statistic randomized,
-  so that each term of each formula matters."""
-  rng = np.random.default_rng(seed)
-  v = jax.tree.map(np.array, jax.device_get(
-      Wrap(cfg, train=False, act=act).init(jax.random.key(0), x)))
-  c = x.shape[-1]
-  draws = {'scale': lambda: rng.uniform(0.5, 1.5, c),
-           'bias': lambda: rng.normal(0, 1, c),
-           'tau': lambda: rng.normal(0, 0.5, c),
-           'v': lambda: rng.uniform(0.2, 1.5, c),
-           'learned_eps': lambda: np.float32(-0.3),  # |eps_l| is used.
-           'mean': lambda: rng.normal(0, 0.5, c),
-           'var': lambda: rng.uniform(0.5, 2, c)}
-  for collection in ('params', 'batch_stats'):
-    group = v.get(collection, {}).get('norm', {})
-    for key in group:
-      group[key] = np.asarray(draws[key](), np.float32)
-  return v
+  return fx.variables(cfg, x, act, seed)
 
 
 def _apply(cfg, v, x, train_mode, act=True):
-  return Wrap(cfg, train=train_mode, act=act).apply(v, x,
-                                                    mutable=['batch_stats'])
+  return fx.apply(cfg, v, x, train_mode, act)
 
 
 def _reference(norm, x, p, s, train_mode, act):
@@ -473,7 +427,7 @@ def test_new_methods_train_and_evaluate_through_main(tmp_path,
         return [{{**COMMON, **p}} for p in POINTS]
       '''))
   workdir = tmp_path / 'runs'
-  proc = conftest.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
+  proc = helpers.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
                             '--parallel=2')
   assert proc.returncode == 0, proc.stdout + proc.stderr
   runs = sorted(p for p in workdir.iterdir() if p.is_dir())
@@ -491,7 +445,7 @@ def test_new_methods_train_and_evaluate_through_main(tmp_path,
 def test_every_registered_normalizer_has_its_row_in_the_docs():
   """docs/normalizers.md: one row per registry entry, naming its paper and
   the fields it reads, and saying whether it keeps running statistics."""
-  text = open(conftest.ROOT + '/docs/normalizers.md').read()
+  text = open(helpers.ROOT + '/docs/normalizers.md').read()
   table = text[text.index('| `model.norm` |'):].split('\n\n')[0]
   rows = {line.split('|')[1].strip().strip('`'): line
           for line in table.splitlines()[2:]}

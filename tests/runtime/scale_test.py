@@ -4,7 +4,6 @@ Each run is a fresh subprocess (tests/run_tiny.py): the device count and the
 distributed runtime are fixed when JAX starts.
 """
 
-import os
 import socket
 import subprocess
 import sys

@@ -1,9 +1,7 @@
 """Every normalizer against an independent numpy reference, and PreciseBN."""
 
 import types
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,62 +14,15 @@ from bn_study.models import norms
 from bn_study.training import precise_bn
 from bn_study.training import optim
 from bn_study.training import validate
-from configs import default
 from tests import helpers
+from tests.models import norm_fixtures as fx
 
-EPS = 1e-3
-MOMENTUM = 0.9
-SHAPES = {'dense': (16, 6), 'conv': (8, 5, 5, 4)}
-
-
-class Wrap(nn.Module):
-  """One norm from the factory, as the model would get it."""
-  cfg: Any
-  train: bool
-  total_steps: int = 100
-
-  @nn.compact
-  def __call__(self, x, mask=None):
-    return norms.make_norm(self.cfg, train=self.train, name='norm',
-                           total_steps=self.total_steps)(x, mask)
-
-
-def _cfg(norm, **overrides):
-  cfg = default.get_config().model
-  cfg.norm = norm
-  cfg.bn_momentum = MOMENTUM
-  cfg.renorm_momentum = MOMENTUM
-  cfg.bn_epsilon = EPS
-  cfg.virtual_batch_size = 4
-  cfg.num_groups = 2
-  for k, v in overrides.items():
-    cfg[k] = v
-  return cfg
-
-
-def _variables(cfg, x, seed=0):
-  """Initialized variables with random scale/bias and running statistics, so
-  that every term of each formula matters."""
-  rng = np.random.default_rng(seed)
-  v = jax.device_get(Wrap(cfg, train=False).init(jax.random.key(0), x))
-  v = jax.tree.map(np.array, v)
-  c = x.shape[-1]
-  v['params']['norm']['scale'] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-  v['params']['norm']['bias'] = rng.normal(0, 1, c).astype(np.float32)
-  stats = v.get('batch_stats', {}).get('norm', {})
-  if 'mean' in stats:
-    stats['mean'] = rng.normal(0, 0.5, c).astype(np.float32)
-  if 'var' in stats:
-    stats['var'] = rng.uniform(0.5, 2, c).astype(np.float32)
-  if 'std' in stats:
-    stats['std'] = rng.uniform(0.7, 1.4, c).astype(np.float32)
-  return v
+EPS, MOMENTUM, SHAPES = fx.EPS, fx.MOMENTUM, fx.SHAPES
+Wrap, _cfg, _variables = fx.Wrap, fx.cfg, fx.variables
 
 
 def _x(shape, seed=1):
-  rng = np.random.default_rng(seed)
-  return (rng.normal(2.0, 3.0, shape)
-          * rng.uniform(0.2, 2, shape[-1])).astype(np.float32)
+  return fx.inputs(shape, seed, loc=2.0, scale=3.0)
 
 
 # Numpy references, written from the papers' definitions.
@@ -119,8 +70,7 @@ def ref_group(x, p, groups):
 
 
 def _run(cfg, v, x, train_mode, mask=None, total_steps=100):
-  return Wrap(cfg, train=train_mode, total_steps=total_steps).apply(
-      v, x, mask, mutable=['batch_stats'])
+  return fx.apply(cfg, v, x, train_mode, mask=mask, total_steps=total_steps)
 
 
 @pytest.mark.parametrize('kind', SHAPES)

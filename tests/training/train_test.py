@@ -19,7 +19,6 @@ from bn_study.training import losses
 from bn_study.runtime import mesh as mesh_lib
 from bn_study import models
 from bn_study.models import norms
-from bn_study.training import precise_bn
 from bn_study.training import evaluator
 from bn_study.training import loop
 from bn_study.training import optim

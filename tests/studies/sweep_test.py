@@ -13,7 +13,7 @@ from bn_study.studies import claims
 from bn_study.studies import grid
 from bn_study.studies import jobs
 from tests import helpers
-from tests.conftest import run_sweep
+from tests.helpers import run_sweep
 
 
 def test_product_zipped_chain():
@@ -107,8 +107,7 @@ def test_unknown_field_is_refused_before_running(tmp_path):
 
 
 def test_dry_run_and_print_commands(tmp_path, learnable_data_dir):
-  from tests.conftest import write_tiny_sweep  # pylint: disable=g-import-not-at-top
-  path = write_tiny_sweep(tmp_path / 's.py', learnable_data_dir)
+  path = helpers.write_tiny_sweep(tmp_path / 's.py', learnable_data_dir)
   proc = run_sweep(f'--sweep={path}', f'--workdir={tmp_path / "w"}',
                    '--dry_run')
   assert proc.returncode == 0, proc.stderr

@@ -1,7 +1,6 @@
 """The data on the device against tf.data: the same batches, on any number
 of devices and hosts; each host decodes only its share."""
 
-import os
 import socket
 import subprocess
 import sys

@@ -17,7 +17,7 @@ from bn_study.studies import ray_engine
 from bn_study.studies import runs
 from tests import helpers
 from tests.helpers import ROOT
-from tests.conftest import run_sweep
+from tests.helpers import run_sweep
 
 KILLED = 'norm=batch,seed=1'
 NAMES = ['norm=none,seed=0', 'norm=none,seed=1', 'norm=batch,seed=0', KILLED]

@@ -1,0 +1,140 @@
+"""Every command the README and docs/ give still parses: main.py's flags and
+config (validated as a run would be), the sweep's flags and sweep file (as
+--dry_run loads it), the report's and the benchmark's flags."""
+
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+from absl import flags
+
+from bn_study import errors
+from bn_study.training import validate
+from tests.helpers import ROOT
+
+DOCS = [pathlib.Path(ROOT) / 'README.md'] + sorted(
+    (pathlib.Path(ROOT) / 'docs').rglob('*.md'))
+PROGRAMS = ('main.py', '-m bn_study.sweep', '-m bn_study.report',
+            '-m bn_study.benchmark')
+# Commands whose words stand for the reader's own: elided or named later.
+PLACEHOLDERS = ('...', 'NAME')
+
+
+def commands():
+  """[(doc, argv after the program, program)] of every command in the docs;
+  shell loop variables take the loop's first value."""
+  found = []
+  for doc in DOCS:
+    text = doc.read_text()
+    text = re.sub(r'\\\n\s*', ' ', text)  # Continued lines.
+    # Inline code that prose wraps over two lines.
+    text = re.sub(r'`[^`]+`', lambda m: m.group(0).replace('\n', ' '), text)
+    loops = {var: shlex.split(values)[0] for var, values in
+             re.findall(r'for (\w+) in ([^;\n]+); do', text)}
+    pattern = (r'python3? (main\.py|-m bn_study\.(?:sweep|report|benchmark))'
+               r'((?: [^`|#\n]*)?)')
+    for program, rest in re.findall(pattern, text):
+      rest = re.sub(r'\$(\w+)', lambda m: loops.get(m.group(1), m.group(0)),
+                    rest).strip()
+      if not rest or any(p in rest for p in PLACEHOLDERS):
+        continue
+      # A command quoted inside another (gcloud's --command="...") ends
+      # with that quote.
+      found.append((doc.name, shlex.split(rest.rstrip('"')), program))
+  return found
+
+
+def test_the_docs_have_commands_of_every_program():
+  programs = {program for _, _, program in commands()}
+  assert programs == set(PROGRAMS)
+  assert len(commands()) > 40
+
+
+def _main_flags_error(argv):
+  """None if main.py's flags parse and its config validates; else why."""
+  for name in [n for n in flags.FLAGS if n.startswith('config.')]:
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  argv = ['main.py', *argv]
+  saved, sys.argv = sys.argv, argv
+  try:
+    errors.parse_flags(argv)
+    validate.validate(flags.FLAGS.config)
+  except SystemExit:
+    return 'flags did not parse'
+  except errors.UserError as e:
+    return str(e)
+  finally:
+    sys.argv = saved
+  return None
+
+
+def test_main_commands_parse_and_validate(monkeypatch):
+  import main  # pylint: disable=g-import-not-at-top,unused-import  # Its flags.
+  monkeypatch.chdir(ROOT)
+  bad = []
+  for doc, argv, program in commands():
+    if program == 'main.py':
+      error = _main_flags_error(argv)
+      if error:
+        bad.append(f'{doc}: python main.py {shlex.join(argv)}: {error}')
+  assert not bad, '\n'.join(bad)
+
+
+# One process per program (each defines its own flags), looping over its
+# commands: parse, then for a sweep load it as --dry_run does.
+_CHECK = r'''
+import json, sys
+from absl import flags
+from bn_study import errors
+program, commands = sys.argv[1], json.loads(sys.argv[2])
+if program == 'sweep':
+  from bn_study.studies import cli as module
+elif program == 'report':
+  from bn_study.studies import report as module
+else:
+  from bn_study.tools import benchmark as module
+module._define_flags()
+bad = []
+for argv in commands:
+  flags.FLAGS.unparse_flags()
+  sys.argv = ['x', *argv]
+  try:
+    rest = errors.parse_flags(sys.argv)
+    if program == 'sweep':
+      module.run(flags.FLAGS.sweep, '/nonexistent/dry_run', dry_run=True,
+                 extra=flags.FLAGS.set)
+  except SystemExit:
+    bad.append(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    bad.append(argv + [repr(e)])
+print(json.dumps(bad))
+'''
+
+
+def test_sweep_report_and_benchmark_commands_parse():
+  bad = []
+  for program in ('sweep', 'report', 'benchmark'):
+    argvs = [argv for _, argv, p in commands()
+             if p == f'-m bn_study.{program}']
+    proc = subprocess.run(
+        [sys.executable, '-c', _CHECK, program, json.dumps(argvs)], cwd=ROOT,
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    bad += [f'python -m bn_study.{program} {shlex.join(a)}'
+            for a in json.loads(proc.stdout.strip().splitlines()[-1])]
+  assert not bad, '\n'.join(bad)
+
+
+def test_a_broken_command_is_caught():
+  """The check can fail: a field that does not exist, a bad value."""
+  import main  # pylint: disable=g-import-not-at-top,unused-import
+  assert _main_flags_error(['--config=configs/wbn.py', '--workdir=w',
+                            '--config.model.nrom=batch'])
+  assert 'model.norm' in _main_flags_error(
+      ['--config=configs/wbn.py', '--workdir=w',
+       '--config.model.norm=instance'])
+  assert _main_flags_error(['--config=configs/wbn.py', '--workdir=w']) is None
