@@ -16,6 +16,7 @@ from tests import helpers
 # less time on 2 cores (README). Every test passes at either level (bitwise
 # checks compare runs at the same level). Subprocesses inherit it.
 FAST_COMPILE = '--xla_backend_optimization_level=0'
+_CACHE_ENV = 'BN_STUDY_TEST_JAX_CACHE'
 
 
 def pytest_configure(config):
@@ -31,12 +32,18 @@ def pytest_configure(config):
   flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_backend_optimization_level' not in flags:
     os.environ['XLA_FLAGS'] = f'{flags} {FAST_COMPILE}'.strip()
-  config.bn_study_jax_cache = tempfile.mkdtemp(prefix='bn_study_jax_cache_')
-  compilation_cache.enable(config.bn_study_jax_cache)
+  # pytest-xdist's workers start after this runs in the controller, and
+  # share its cache through the environment.
+  if _CACHE_ENV not in os.environ:
+    config.bn_study_jax_cache = tempfile.mkdtemp(prefix='bn_study_jax_cache_')
+    os.environ[_CACHE_ENV] = config.bn_study_jax_cache
+  compilation_cache.enable(os.environ[_CACHE_ENV])
 
 
 def pytest_unconfigure(config):
-  shutil.rmtree(getattr(config, 'bn_study_jax_cache', ''), ignore_errors=True)
+  if hasattr(config, 'bn_study_jax_cache'):  # The process that made it.
+    shutil.rmtree(config.bn_study_jax_cache, ignore_errors=True)
+    os.environ.pop(_CACHE_ENV, None)
 
 
 @pytest.fixture(scope='session')

@@ -13,6 +13,7 @@ from absl import flags
 
 from bn_study import errors
 from bn_study.training import validate
+from tests import helpers
 from tests.helpers import ROOT
 
 DOCS = [pathlib.Path(ROOT) / 'README.md'] + sorted(
@@ -55,25 +56,18 @@ def test_the_docs_have_commands_of_every_program():
 
 def _main_flags_error(argv):
   """None if main.py's flags parse and its config validates; else why."""
-  for name in [n for n in flags.FLAGS if n.startswith('config.')]:
-    delattr(flags.FLAGS, name)
-  flags.FLAGS.unparse_flags()
-  argv = ['main.py', *argv]
-  saved, sys.argv = sys.argv, argv
-  try:
-    errors.parse_flags(argv)
-    validate.validate(flags.FLAGS.config)
-  except SystemExit:
-    return 'flags did not parse'
-  except errors.UserError as e:
-    return str(e)
-  finally:
-    sys.argv = saved
+  with helpers.main_flags(argv) as full_argv:
+    try:
+      errors.parse_flags(full_argv)
+      validate.validate(flags.FLAGS.config)
+    except SystemExit:
+      return 'flags did not parse'
+    except errors.UserError as e:
+      return str(e)
   return None
 
 
 def test_main_commands_parse_and_validate(monkeypatch):
-  import main  # pylint: disable=g-import-not-at-top,unused-import  # Its flags.
   monkeypatch.chdir(ROOT)
   bad = []
   for doc, argv, program in commands():
@@ -131,7 +125,6 @@ def test_sweep_report_and_benchmark_commands_parse():
 
 def test_a_broken_command_is_caught():
   """The check can fail: a field that does not exist, a bad value."""
-  import main  # pylint: disable=g-import-not-at-top,unused-import
   assert _main_flags_error(['--config=configs/wbn.py', '--workdir=w',
                             '--config.model.nrom=batch'])
   assert 'model.norm' in _main_flags_error(

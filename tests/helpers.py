@@ -157,28 +157,38 @@ def run_main(workdir, *flags_, env=None, timeout=600, config='configs/tiny.py'):
                         timeout=timeout, check=False)
 
 
-def main_in_process(argv):
-  """(exit status, stderr) of main.py with `argv` (its flags), run in this
-  process through main.py's own flag parsing; for mistakes caught before
-  any work, without a process's 5-8 s of imports. The compilation cache
-  stays the session's."""
-  import main  # pylint: disable=g-import-not-at-top
-  # ml_collections defines --config.FIELD overrides while parsing, from
-  # sys.argv: drop the last parse's, and show it this one's.
+@contextlib.contextmanager
+def main_flags(argv):
+  """main.py's flags, fresh, with `argv` as this process's command line
+  while in the block (ml_collections reads --config.FIELD overrides from
+  sys.argv, and defines them while parsing: the last parse's go first)."""
+  import main  # pylint: disable=g-import-not-at-top,unused-import
   for name in [n for n in flags.FLAGS if n.startswith('config.')]:
     delattr(flags.FLAGS, name)
   flags.FLAGS.unparse_flags()
-  argv = ['main.py', *argv, '--compilation_cache_dir=']
-  saved_argv, sys.argv = sys.argv, argv
-  err = io.StringIO()
-  code = 0
+  # ml_collections loads --config as module `config_config`, and a second
+  # load by that name would reuse the first file's module.
+  sys.modules.pop('config_config', None)
+  saved, sys.argv = sys.argv, ['main.py', *argv]
   try:
-    with contextlib.redirect_stderr(err):
-      main.main(errors.parse_flags(argv))
-  except SystemExit as e:
-    code = e.code
+    yield sys.argv
   finally:
-    sys.argv = saved_argv
+    sys.argv = saved
+
+
+def main_in_process(argv):
+  """(exit status, stderr) of main.py with `argv` (its flags), run in this
+  process through main.py's own flag parsing and main(); for mistakes
+  caught before any work, without a process's 5-8 s of imports. The
+  compilation cache stays the session's."""
+  import main  # pylint: disable=g-import-not-at-top
+  err, code = io.StringIO(), 0
+  with main_flags([*argv, '--compilation_cache_dir=']) as full_argv:
+    try:
+      with contextlib.redirect_stderr(err):
+        main.main(errors.parse_flags(full_argv))
+    except SystemExit as e:
+      code = e.code
   return code, err.getvalue()
 
 

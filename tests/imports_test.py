@@ -42,11 +42,17 @@ before = state()
 import bn_study
 names = sorted(m.name for m in pkgutil.walk_packages(bn_study.__path__,
                                                      'bn_study.'))
+from absl import flags
 for name in names:
   importlib.import_module(name)
+# Importing a module defines no flags: only the programs do (main.py,
+# imported next, is one). Libraries' own flags (TFDS's) are theirs.
+flags_defined = sorted(m for m in flags.FLAGS.flags_by_module_dict()
+                       if 'bn_study' in m)
 import main
 after = state()
 print(json.dumps({'modules': names, 'calls': calls, 'before': before,
+                  'flags_defined': flags_defined,
                   'after': after, 'ray': 'ray' in sys.modules}))
 '''
 
@@ -61,6 +67,7 @@ def test_importing_the_package_changes_no_process_state():
           'bn_study.data.input_pipeline', 'bn_study.studies.cli',
           'bn_study.tools.benchmark'} <= set(out['modules'])
   assert out['calls'] == []
+  assert out['flags_defined'] == []
   assert not out['ray']  # Only --engine=ray imports it, when it runs.
   for key, value in out['before'].items():
     assert out['after'][key] == value, key

@@ -42,6 +42,17 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
       local_batch)
 
 
+def process_0s(value: float) -> float:
+  """`value` as process 0 has it, on every process: for a choice that every
+  process of a job must make alike, such as how many train steps a call
+  runs (their collectives pair up call by call)."""
+  if jax.process_count() == 1:
+    return value
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
+  return float(multihost_utils.broadcast_one_to_all(np.float32(value)))
+
+
 def initialize_distributed(coordinator_address=None, num_processes=None,
                            process_id=None, auto: bool = False):
   """Joins a multi-process JAX job (JAX's own multi-controller runtime).

@@ -191,8 +191,11 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
         state, train_metrics = loop(state, train_metrics, inputs, end - step)
         if timed:
           jax.block_until_ready(state)
-          steps_per_call = auto_steps_per_call(
-              (time.perf_counter() - start) / (end - step))
+          # Process 0's timing: each process's own could choose calls of
+          # different lengths, and pair one's collectives with another's
+          # from a different step.
+          steps_per_call = auto_steps_per_call(mesh_lib.process_0s(
+              (time.perf_counter() - start) / (end - step)))
           feed.set_steps_per_call(steps_per_call)
           logging.info('steps_per_call=auto: %d.', steps_per_call)
         calls += 1

@@ -22,6 +22,8 @@ import time
 
 import jax
 
+from bn_study import workdir as workdir_lib
+
 
 class LoopTiming:
 
@@ -59,4 +61,4 @@ class LoopTiming:
 
 
 def write(workdir, timing: LoopTiming):
-  (workdir / 'timing.json').write_text(json.dumps(timing.as_dict(), indent=2))
+  (workdir / workdir_lib.TIMING).write_text(json.dumps(timing.as_dict(), indent=2))

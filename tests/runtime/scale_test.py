@@ -15,7 +15,20 @@ from tests import helpers
 from tests.helpers import ROOT
 
 
-_env = helpers.env_without_device_count
+
+
+def _env(default_level=False):
+  """The subprocesses' environment; with `default_level`, at XLA's default
+  backend optimization level: at level 0 (conftest's fast compiles) two processes of 4 devices
+  ended 0.24% of the loss away from one of 8 on a 2-core AMD EPYC, from the
+  second step on, where at the default level they agree to 5e-7 (cause not
+  found; docs/scale.md)."""
+  env = helpers.env_without_device_count()
+  if default_level:
+    env['XLA_FLAGS'] = ' '.join(
+        f for f in env['XLA_FLAGS'].split()
+        if not f.startswith('--xla_backend_optimization_level'))
+  return env
 
 
 def _command(tmp, name, devices, overrides=(), **distributed):
@@ -26,9 +39,9 @@ def _command(tmp, name, devices, overrides=(), **distributed):
   return cmd
 
 
-def _run(tmp, name, devices, overrides=()):
+def _run(tmp, name, devices, overrides=(), default_level=False):
   out = subprocess.run(_command(tmp, name, devices, overrides), cwd=ROOT,
-                       env=_env(), capture_output=True, text=True,
+                       env=_env(default_level), capture_output=True, text=True,
                        timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   return dict(np.load(f'{tmp / name}.npz'))
@@ -39,21 +52,14 @@ def tmp(tmp_path_factory):
   return tmp_path_factory.mktemp('scale')
 
 
-# SGD, not the tiny config's Adam: the order of a cross-device sum (gloo's
-# between processes can change with the machine's load) changes its last
-# bits, and Adam turns last bits of a gradient that is ~0 (a bias before a
-# BN) into whole steps of size lr; SGD keeps them rounding.
-SGD = ['optimizer=sgd', 'learning_rate=0.05']
-
-
 @pytest.fixture(scope='module')
 def one_device(tmp):
-  return _run(tmp, 'one', 1, SGD)
+  return _run(tmp, 'one', 1, default_level=True)
 
 
 @pytest.fixture(scope='module')
 def eight_devices(tmp):
-  return _run(tmp, 'eight', 8, SGD)
+  return _run(tmp, 'eight', 8, default_level=True)
 
 
 def _assert_same(a, b, tol=1e-4):
@@ -96,9 +102,10 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp,
                                                               eight_devices):
   address = f'localhost:{_free_port()}'
   procs = [subprocess.Popen(
-      _command(tmp, 'two_processes', 4, SGD, num_processes=2, process_id=i,
+      _command(tmp, 'two_processes', 4, num_processes=2, process_id=i,
                coordinator_address=address),
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      cwd=ROOT, env=_env(default_level=True), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
       text=True) for i in range(2)]
   for p in procs:
     _, err = p.communicate(timeout=600)

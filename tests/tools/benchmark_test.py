@@ -119,15 +119,6 @@ def test_batch_sizes_a_ghost_batch_cannot_split_are_a_message():
   assert 'does not divide --batch_sizes[1]=6' in error
 
 
-def test_importing_the_benchmark_defines_no_flags():
-  proc = subprocess.run(
-      [sys.executable, '-c', 'import bn_study.benchmark; '
-       'from absl import flags; print("batch_sizes" in flags.FLAGS)'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip() == 'False'
-
-
 def test_without_the_dataset_it_says_mock(tmp_path):
   out = tmp_path / 'bench.json'
   proc = subprocess.run(

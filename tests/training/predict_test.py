@@ -1,8 +1,6 @@
 """--predict: class name and softmax score per image file, via main.py."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -54,10 +52,7 @@ def test_predict_returns_a_class_and_its_softmax_score(workdir, tmp_path):
 
 def test_main_predict_prints_one_line_per_image(workdir, tmp_path):
   paths, _ = _write_examples(tmp_path)
-  out = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/tiny.py',
-       f'--workdir={workdir}', '--predict=' + ','.join(paths)],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  out = helpers.run_main(workdir, '--predict=' + ','.join(paths), timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   lines = out.stdout.strip().splitlines()
   assert len(lines) == len(paths)
@@ -71,23 +66,13 @@ def test_predict_without_a_run_says_so(tmp_path):
     predict.predict(_config(), str(tmp_path), ['x.png'])
 
 
-def test_main_reports_bad_input_without_a_traceback(tmp_path):
-  out = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/tiny.py',
-       f'--workdir={tmp_path}', '--config.model.norm=batchnorm'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 2
-  assert "model.norm='batchnorm' is not supported; allowed: none, batch" in out.stderr
-  assert 'Traceback' not in out.stderr
-
-
-def test_main_predict_on_a_file_that_is_not_an_image(workdir, tmp_path):
+def test_main_predict_on_a_file_that_is_not_an_image(workdir, tmp_path,
+                                                     monkeypatch, capsys):
   paths, _ = _write_examples(tmp_path)
-  out = subprocess.run(
-      [sys.executable, 'main.py', '--config=configs/tiny.py',
-       f'--workdir={workdir}',
-       f'--predict={paths[0]},{os.path.join(ROOT, "README.md")}'],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
-  assert out.returncode == 2
-  assert 'README.md\' is not a readable PNG/JPEG image' in out.stderr
-  assert 'Traceback' not in out.stderr and not out.stdout.strip()
+  monkeypatch.chdir(ROOT)
+  code, err = helpers.main_in_process([
+      '--config=configs/tiny.py', f'--workdir={workdir}',
+      f'--predict={paths[0]},{os.path.join(ROOT, "README.md")}'])
+  assert code == 2
+  assert 'README.md\' is not a readable PNG/JPEG image' in err
+  assert 'Traceback' not in err and not capsys.readouterr().out.strip()
