@@ -19,16 +19,12 @@ from tests import helpers
 from tests.helpers import ROOT
 from tests.helpers import run_sweep
 
-# On one pytest-xdist worker: the session's tiny_study runs once.
-pytestmark = pytest.mark.xdist_group('tiny_study')
 
 KILLED = 'norm=batch,seed=1'
 NAMES = ['norm=none,seed=0', 'norm=none,seed=1', 'norm=batch,seed=0', KILLED]
 
 
-# Session-scoped: one cluster for every Ray test, even when pytest-xdist
-# interleaves other modules' tests between them.
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')
 def ray_sweep(tiny_study, tmp_path_factory):
   """(workdir, what tests/ray_cluster.py saw) of the tiny sweep on Ray."""
   pytest.importorskip('ray', reason='Ray is not installed here: '

@@ -16,8 +16,6 @@ from bn_study.studies import runs as runs_lib
 from bn_study.studies import values
 from tests.helpers import ROOT
 
-# On one pytest-xdist worker: the session's tiny_study runs once.
-pytestmark = pytest.mark.xdist_group('tiny_study')
 
 
 def test_smoothing_is_tensorboards_debiased_ema():

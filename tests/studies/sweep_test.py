@@ -15,8 +15,6 @@ from bn_study.studies import jobs
 from tests import helpers
 from tests.helpers import run_sweep
 
-# On one pytest-xdist worker: the session's tiny_study runs once.
-pytestmark = pytest.mark.xdist_group('tiny_study')
 
 
 def test_product_zipped_chain():
