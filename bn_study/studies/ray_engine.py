@@ -221,12 +221,22 @@ def trial(config: Dict[str, Any]):
         # still being written must not end a healthy run.
         results = []
       for result in results:
-        tune.report(result)
+        # Tune's report returns once a scheduler has judged the result. Under
+        # a scheduler the run waits for the verdict, so that a stop lands at
+        # the eval it judged, not epochs later, or after the run has ended.
+        pause = config['scheduler'] and code is None
+        if pause:
+          proc.send_signal(signal.SIGSTOP)
+        try:
+          tune.report(result)
+        finally:
+          if pause:
+            proc.send_signal(signal.SIGCONT)
       if code is not None:
         break
       # Soon enough for a scheduler to stop a run that is far from done; a
       # remote workdir costs a listing per poll.
-      time.sleep(5.0 if '://' in job.workdir else 0.5)
+      time.sleep(5.0 if '://' in job.workdir else 0.2)
   finally:
     if proc is not None and proc.poll() is None:  # Stopped while running.
       proc.terminate()  # main.py checkpoints on SIGTERM, then exits.
@@ -410,7 +420,7 @@ def run(jobs: Sequence[jobs_lib.Job], root, options: Options) -> Dict[str, str]:
         tune.with_resources(trial, resources),
         param_space={
             'job': tune.grid_search([dataclasses.asdict(j) for j in jobs]),
-            'metric': options.metric},
+            'metric': options.metric, 'scheduler': options.scheduler},
         tune_config=tune.TuneConfig(
             scheduler=_make_scheduler(options, max_epochs, stopped),
             max_concurrent_trials=options.max_concurrent or None,

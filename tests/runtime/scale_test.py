@@ -7,10 +7,13 @@ distributed runtime are fixed when JAX starts.
 import socket
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 
+from bn_study import errors
+from bn_study.runtime import mesh as mesh_lib
 from tests import helpers
 from tests.helpers import ROOT
 
@@ -115,8 +118,9 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp,
   _assert_same(two, eight_devices)
 
 
-def test_batch_size_the_devices_do_not_divide_is_refused(tmp):
-  out = subprocess.run(_command(tmp, 'bad', 8, ['batch_size=12']), cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=600)
-  assert out.returncode != 0
-  assert 'batch_size=12 is not divisible by the 8 devices' in out.stderr
+def test_batch_size_the_devices_do_not_divide_is_refused():
+  # The rule itself: a process with 8 devices is not needed to apply it.
+  with pytest.raises(errors.UserError,
+                     match='batch_size=12 is not divisible by the 8 devices'):
+    mesh_lib.check_batch_size('batch_size', 12, types.SimpleNamespace(size=8))
+  mesh_lib.check_batch_size('batch_size', 16, types.SimpleNamespace(size=8))
