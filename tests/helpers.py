@@ -210,6 +210,7 @@ def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
   return str(path)
 
 
-def run_sweep(*args):
+def run_sweep(*args, timeout=900):
   return subprocess.run([sys.executable, '-m', 'bn_study.sweep', *args],
-                        cwd=ROOT, capture_output=True, text=True, check=False)
+                        cwd=ROOT, capture_output=True, text=True, check=False,
+                        timeout=timeout)

@@ -26,6 +26,7 @@ from bn_study import workdir as workdir_lib
 from bn_study.studies import grid
 from bn_study.studies import jobs as jobs_lib
 from bn_study.studies import local
+from bn_study.studies import ray_options
 
 FLAGS = flags.FLAGS
 _RAY_FLAGS = ('ray_address', 'resources_per_run', 'max_concurrent_runs',
@@ -97,7 +98,7 @@ def _engine():
   # Here, not at the top: only --engine=ray needs it, and it needs Ray.
   # pylint: disable-next=g-import-not-at-top
   from bn_study.studies import ray_engine
-  options = ray_engine.make_options(
+  options = ray_options.make_options(
       FLAGS.ray_address, FLAGS.resources_per_run, FLAGS.max_concurrent_runs,
       FLAGS.max_failures, FLAGS.scheduler, FLAGS.metric, FLAGS.mode,
       FLAGS.grace_epochs, FLAGS.reduction_factor)

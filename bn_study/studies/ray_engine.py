@@ -35,83 +35,11 @@ from typing import Any, Dict, List, Sequence
 from bn_study import workdir as workdir_lib
 from bn_study.studies import grid
 from bn_study.studies import jobs as jobs_lib
+from bn_study.studies import ray_options
 from bn_study.studies import runs
 
 TESTED_RAY = '2.60.0'  # requirements-ray.txt
 INSTALL = 'pip install -r requirements-ray.txt'
-SCHEDULERS = ('', 'asha')
-# Eval scalars training writes: <eval_stats mode prefix>/<loss|accuracy>.
-METRICS = tuple(f'{prefix}/{name}'
-                for prefix in ('eval', 'eval_precise', 'eval_batch')
-                for name in ('accuracy', 'loss'))
-
-
-@dataclasses.dataclass
-class Options:
-  """How the sweep uses the cluster (the --engine=ray flags), validated."""
-  address: str = ''
-  resources: Dict[str, float] = dataclasses.field(
-      default_factory=lambda: {'CPU': 1.0})
-  max_concurrent: int = 0
-  max_failures: int = 3
-  scheduler: str = ''
-  metric: str = 'eval/accuracy'
-  mode: str = 'max'
-  grace_epochs: int = 1
-  reduction_factor: float = 3.0
-  table_seconds: float = 60.0
-
-
-def parse_resources(text: str) -> Dict[str, float]:
-  """'cpu=2,gpu=1,TPU=4' -> {'CPU': 2.0, 'GPU': 1.0, 'TPU': 4.0}."""
-  resources = {}
-  for item in filter(None, text.split(',')):
-    key, _, value = item.partition('=')
-    try:
-      amount = float(value)
-    except ValueError:
-      amount = -1.0
-    if not key or amount < 0:
-      raise grid.SweepError(
-          f'--resources_per_run={text!r}: {item!r} is not NAME=AMOUNT with '
-          'AMOUNT >= 0; e.g. cpu=2,gpu=1 or cpu=8,TPU=4.')
-    # Ray's own names; any other is a custom resource, as the nodes name it.
-    resources[key.upper() if key.lower() in ('cpu', 'gpu', 'tpu')
-              else key] = amount
-  if not any(resources.values()):
-    raise grid.SweepError(f'--resources_per_run={text!r} asks for nothing; '
-                           'give at least one, e.g. cpu=1.')
-  return resources
-
-
-def make_options(address: str, resources: str, max_concurrent: int,
-                 max_failures: int, scheduler: str, metric: str, mode: str,
-                 grace_epochs: int, reduction_factor: float) -> Options:
-  """Options from the flags, or a SweepError saying which flag is wrong."""
-  if max_failures < 0 or max_concurrent < 0:
-    raise grid.SweepError(
-        f'--max_failures={max_failures} and --max_concurrent_runs='
-        f'{max_concurrent} must be >= 0.')
-  if scheduler not in SCHEDULERS:
-    raise grid.SweepError(f'--scheduler={scheduler!r}: choose from '
-                           f'{", ".join(repr(s) for s in SCHEDULERS)}.')
-  if metric not in METRICS:
-    raise grid.SweepError(f'--metric={metric!r}: choose from '
-                           f'{", ".join(METRICS)}.')
-  if mode not in ('', 'max', 'min'):
-    raise grid.SweepError(f'--mode={mode!r}: choose max, min, or leave it '
-                           'empty (max for accuracy, min for loss).')
-  if grace_epochs < 1 or reduction_factor <= 1:
-    raise grid.SweepError(
-        f'--grace_epochs={grace_epochs} must be >= 1 and --reduction_factor='
-        f'{reduction_factor} > 1.')
-  return Options(address=address, resources=parse_resources(resources),
-                 max_concurrent=max_concurrent, max_failures=max_failures,
-                 scheduler=scheduler, metric=metric,
-                 mode=mode or ('min' if metric.endswith('loss') else 'max'),
-                 grace_epochs=grace_epochs, reduction_factor=reduction_factor)
-
-
 def import_ray():
   """(ray, ray.tune), or a SweepError saying how to install them."""
   try:
@@ -147,7 +75,7 @@ class _EvalTail:
         self._loaders[str(path)] = event_file_loader.EventFileLoader(str(path))
       for event in self._loaders[str(path)].Load():
         for tag, value in runs.event_scalars(event):
-          if tag in METRICS:
+          if tag in ray_options.METRICS:
             self._by_step.setdefault(event.step, {})[tag] = value
     if self._steps_per_epoch is None:
       try:
@@ -265,7 +193,8 @@ def _last_exit(workdir: str):
     return None
 
 
-def _make_callback(tune, jobs: Sequence[jobs_lib.Job], options: Options,
+def _make_callback(tune, jobs: Sequence[jobs_lib.Job],
+                   options: ray_options.Options,
                    stopped: Dict[str, Dict[str, float]],
                    outcomes: Dict[str, str]):
   """A Tune callback printing the sweep's progress in the local engine's
@@ -357,7 +286,7 @@ def _reason(trial) -> str:
   return text.strip().splitlines()[-1][:200]
 
 
-def _make_scheduler(options: Options, max_epochs: int,
+def _make_scheduler(options: ray_options.Options, max_epochs: int,
                     stopped: Dict[str, Dict[str, float]]):
   """ASHA over epochs, remembering which trials it stopped (and where)."""
   if not options.scheduler:
@@ -385,7 +314,8 @@ def _make_scheduler(options: Options, max_epochs: int,
                        reduction_factor=options.reduction_factor)
 
 
-def run(jobs: Sequence[jobs_lib.Job], root, options: Options) -> Dict[str, str]:
+def run(jobs: Sequence[jobs_lib.Job], root,
+        options: ray_options.Options) -> Dict[str, str]:
   """Runs `jobs` as Tune trials; {name: 'done'|'failed'|'stopped'|
   'interrupted'}."""
   ray, tune = import_ray()

@@ -47,6 +47,7 @@ class Evaluator:
         config, mesh, steps, feed)
     self._precise = (precise_bn.PreciseBN(model, mesh)
                      if 'precise' in self.modes else None)
+    self.last = {}  # {prefix: {'accuracy', 'loss'}} of the latest eval.
 
   def __call__(self, state, epoch: int, step: int, writer):
     """The state, with PreciseBN's statistics in it only when
@@ -65,6 +66,7 @@ class Evaluator:
       else:
         result = evaluate(steps.eval, state, feed.eval(), mesh)
       prefix = EVAL_STATS[mode]
+      self.last[prefix] = {k: float(result[k]) for k in ('accuracy', 'loss')}
       scalars.update({f'{prefix}/loss': result['loss'],
                       f'{prefix}/accuracy': result['accuracy']})
       logging.info('epoch %d step %d: %s accuracy %.4f loss %.4f (%d '

@@ -22,6 +22,7 @@ from bn_study.training import instruments
 from bn_study.training import loop_timing
 from bn_study.training import optim
 from bn_study.training import preemption
+from bn_study.training import run_summary
 from bn_study.training import steps as steps_lib
 from bn_study.training import summaries
 from bn_study.training import validate as validate_lib
@@ -110,6 +111,7 @@ def call_end(step: int, config, steps_per_epoch: int, num_steps: int,
 
 def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   """Trains `config` in `workdir` (resuming if it holds checkpoints)."""
+  launched = time.perf_counter()
   validate_lib.validate(config)
   workdir = checkpoints.make_workdir(workdir)
   mesh = mesh_lib.make_mesh()
@@ -226,6 +228,10 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
     writer.close()
     if is_chief:
       loop_timing.write(workdir, timing)
+  if is_chief and evaluate.last:
+    print(run_summary.text(str(workdir), evaluate.last, config.num_epochs,
+                           num_steps, time.perf_counter() - launched, config),
+          flush=True)
   return state
 
 

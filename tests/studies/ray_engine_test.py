@@ -14,6 +14,7 @@ import pytest
 from bn_study import workdir as workdir_lib
 from bn_study.studies import grid
 from bn_study.studies import ray_engine
+from bn_study.studies import ray_options
 from bn_study.studies import runs
 from tests import helpers
 from tests.helpers import ROOT
@@ -193,21 +194,28 @@ def test_engine_flags_are_checked_before_anything_runs(tmp_path):
       (['--engine=ray', '--metric=accuracy'],
        "--metric='accuracy': choose from eval/accuracy, eval/loss"),
       (['--engine=ray', '--scheduler=hyperband'],
-       "--scheduler='hyperband': choose from '', 'asha'")):
+       "--scheduler='hyperband': choose from '', 'asha'"),
+      # Nothing listens on port 1: refused at once, where Ray would wait.
+      (['--engine=ray', '--ray_address=127.0.0.1:1'],
+       "--ray_address='127.0.0.1:1': nothing answers there (a TCP connection "
+       'to 127.0.0.1 port 1'),
+      (['--engine=ray', '--ray_address=head'],
+       "--ray_address='head' is not HOST:PORT")):
+    # Each within 60 s (a subprocess's imports included).
     proc = run_sweep('--sweep=configs/sweeps/seed_study.py',
-                     f'--workdir={tmp_path / "w"}', *args)
+                     f'--workdir={tmp_path / "w"}', *args, timeout=60)
     assert proc.returncode == 2, args
     assert message in proc.stderr and 'Traceback' not in proc.stderr, args
   assert not (tmp_path / 'w').exists()
 
 
 def test_resources_and_options():
-  assert ray_engine.parse_resources('cpu=2,gpu=1,TPU=4') == {
+  assert ray_options.parse_resources('cpu=2,gpu=1,TPU=4') == {
       'CPU': 2.0, 'GPU': 1.0, 'TPU': 4.0}
   with pytest.raises(grid.SweepError, match='asks for nothing'):
-    ray_engine.parse_resources('cpu=0')
-  options = ray_engine.make_options('auto', 'cpu=1', 0, 3, 'asha',
+    ray_options.parse_resources('cpu=0')
+  options = ray_options.make_options('auto', 'cpu=1', 0, 3, 'asha',
                                     'eval/loss', '', 1, 3)
   assert options.mode == 'min' and options.resources == {'CPU': 1.0}
-  assert ray_engine.make_options('', 'cpu=1', 1, 0, '', 'eval/accuracy', '',
+  assert ray_options.make_options('', 'cpu=1', 1, 0, '', 'eval/accuracy', '',
                                  1, 3).mode == 'max'

@@ -23,6 +23,7 @@ from bn_study.training import evaluator
 from bn_study.training import loop
 from bn_study.training import optim
 from bn_study.training import steps as steps_lib
+from bn_study.training import run_summary
 from bn_study.training import validate
 from tests import helpers
 
@@ -185,17 +186,21 @@ def test_other_tfds_image_datasets(dataset, image_shape, num_classes):
     ('none', 'input'), ('batch', 'pre_act'), ('ghost_batch', 'post_act'),
     ('batch_renorm', 'input'), ('group', 'pre_act'), ('layer', 'post_act')])
 def test_every_norm_trains_and_evaluates_in_every_eval_mode(tmp_path, norm,
-                                                            placement):
+                                                            placement, capsys):
   state = _train(tmp_path, num_epochs=1, eval_stats='ema,precise,batch',
                  precise_bn_batches=2,
                  **{'model.norm': norm, 'model.placement': placement,
                     'model.virtual_batch_size': 4, 'model.num_groups': 2})
   assert int(state.step) == 8
   scalars = helpers.read_scalars(str(tmp_path))
+  summary = capsys.readouterr().out  # The run's last words, one per mode.
+  assert f'Finished 1 epochs (8 steps) in ' in summary
+  assert f'tensorboard --logdir={tmp_path}' in summary
   for prefix in ('eval', 'eval_precise', 'eval_batch'):
     for metric in ('loss', 'accuracy'):
       (step, value), = scalars[f'{prefix}/{metric}']
       assert step == 8 and np.isfinite(value), (prefix, metric)
+    assert f'{scalars[prefix + "/accuracy"][0][1]:.4f}  (loss ' in summary
   assert bool(state.batch_stats) == (norm in norms.BATCH_NORMS)
 
 
@@ -440,3 +445,18 @@ def test_calls_end_where_the_loop_acts():
   assert end(21, 1000) == 25  # Eval.
   assert end(35, 1000) == 40  # Epoch end (instruments at 35 measured before).
   assert end(98, 1000) == 100  # The run's end.
+
+
+def test_the_summary_explains_a_wide_gap_between_ema_and_precise():
+  config = helpers.tiny_config()
+  last = {'eval': {'accuracy': 0.30, 'loss': 2.0},
+          'eval_precise': {'accuracy': 0.55, 'loss': 1.3}}
+  text = run_summary.text('runs/x', last, 20, 1000, 600.0, config)
+  assert 'Finished 20 epochs (1000 steps) in 10.0 min; workdir runs/x' in text
+  assert 'The running averages lag the weights (0.25 below PreciseBN)' in text
+  assert run_summary.LAG_DOC in text
+  last['eval_precise']['accuracy'] = 0.35  # Within noise: nothing to explain.
+  assert 'lag' not in run_summary.text('runs/x', last, 20, 1000, 1.0, config)
+  last['eval_precise']['accuracy'] = 0.15
+  assert 'precise_bn_batches=' in run_summary.text('runs/x', last, 20, 1000,
+                                                   1.0, config)
