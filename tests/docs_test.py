@@ -2,6 +2,7 @@
 config (validated as a run would be), the sweep's flags and sweep file (as
 --dry_run loads it), the report's and the benchmark's flags."""
 
+import ast
 import json
 import pathlib
 import re
@@ -131,3 +132,78 @@ def test_a_broken_command_is_caught():
       ['--config=configs/wbn.py', '--workdir=w',
        '--config.model.norm=instance'])
   assert _main_flags_error(['--config=configs/wbn.py', '--workdir=w']) is None
+
+
+def _slug(heading: str) -> str:
+  """GitHub's anchor for a heading."""
+  text = re.sub(r'[^\w\- ]', '', heading.strip().lower())
+  return text.replace(' ', '-')
+
+
+def _anchors(path: pathlib.Path):
+  return {_slug(h) for h in re.findall(r'^#+ (.+)$', path.read_text(), re.M)}
+
+
+def test_every_relative_link_resolves():
+  bad = []
+  for doc in DOCS:
+    for target in re.findall(r'\]\(([^)\s]+)\)', doc.read_text()):
+      if re.match(r'[a-z]+://', target) or target.startswith('mailto:'):
+        continue
+      path, _, anchor = target.partition('#')
+      file = (doc.parent / path).resolve() if path else doc
+      if not file.exists():
+        bad.append(f'{doc.relative_to(ROOT)}: {target} (no such file)')
+      elif anchor and file.suffix == '.md' and anchor not in _anchors(file):
+        bad.append(f'{doc.relative_to(ROOT)}: {target} (no such heading)')
+    # The repository's files named in inline code, from its root.
+    for path in re.findall(r'`((?:bn_study|tests|configs|scripts|notebooks)'
+                           r'/[\w./-]*\w)[`:]', doc.read_text()):
+      if not re.search(r'\*|NAME|\bX\b', path) and not (
+          pathlib.Path(ROOT) / path).exists():
+        bad.append(f'{doc.relative_to(ROOT)}: `{path}` (no such file)')
+  assert not bad, '\n'.join(bad)
+
+
+def _config_fields():
+  from configs import default  # pylint: disable=g-import-not-at-top
+  flat = {}
+
+  def walk(node, prefix):
+    for key, value in node.items():
+      if hasattr(value, 'items'):
+        walk(value, f'{prefix}{key}.')
+      flat[f'{prefix}{key}'] = value
+  walk(default.get_config(), '')
+  return flat
+
+
+def test_every_config_field_the_docs_name_exists():
+  # Dotted fields anywhere (`model.norm`, --config.analysis.every_steps) and
+  # any FIELD=VALUE in inline code whose FIELD is dotted.
+  fields = _config_fields()
+  bad = []
+  for doc in DOCS + sorted((pathlib.Path(ROOT) / 'configs').rglob('*.py')):
+    text = doc.read_text()
+    named = re.findall(r'--config\.([\w.]+)', text) + re.findall(
+        r'`((?:model|analysis)\.\w+)', text)
+    bad += [f'{doc.relative_to(ROOT)}: {name}' for name in named
+            if name not in fields and not name.endswith('.')]  # A shell $var.
+  assert not bad, '\n'.join(sorted(set(bad)))
+
+
+def test_every_config_docstrings_pointer_resolves():
+  # configs/*.py say where their numbers are: a file, or a README section.
+  readme = _anchors(pathlib.Path(ROOT) / 'README.md')
+  bad = []
+  for file in sorted((pathlib.Path(ROOT) / 'configs').rglob('*.py')):
+    doc = ast.get_docstring(ast.parse(file.read_text())) or ''
+    doc = re.sub(r'\s+', ' ', doc)
+    for path in re.findall(r'((?:docs|configs|bn_study|tests|notebooks)/'
+                           r'[\w./-]+\w)', doc):
+      if not (pathlib.Path(ROOT) / path).exists():
+        bad.append(f'{file.relative_to(ROOT)}: {path}')
+    for section in re.findall(r'README,? "([^"]+)"', doc):
+      if _slug(section) not in readme:
+        bad.append(f'{file.relative_to(ROOT)}: README "{section}"')
+  assert not bad, '\n'.join(bad)

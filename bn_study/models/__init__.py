@@ -3,7 +3,7 @@
 A family is a module here (seed.py, resnet.py, vgg.py) whose network takes
 its norms from norms.py's factory through layers.Layers, so every
 normalizer works in every family. Adding a family: its module, an entry in
-FAMILIES, and its tests (tests/models_test.py).
+FAMILIES, and its tests (tests/models/models_test.py).
 """
 
 import dataclasses

@@ -1,5 +1,5 @@
-r"""ResNet-20 (configs/resnet20.py) with BN and the normalizers beyond it:
-issue "Beyond BatchNorm"'s comparison, one budget for every arm.
+r"""ResNet-20 (configs/resnet20.py) with BN and the normalizers beyond it,
+one budget for every arm.
 
   python -m bn_study.sweep --sweep=configs/sweeps/beyond_bn.py:seeds=2 --workdir=runs/beyond_bn
   python -m bn_study.report runs/beyond_bn --out=docs/results/beyond_bn/report

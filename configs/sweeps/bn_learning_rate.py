@@ -1,16 +1,17 @@
 r"""BN and the learning rate (Bjorck et al. 2018; Santurkar et al. 2018).
 
   python -m bn_study.sweep --sweep=configs/sweeps/bn_learning_rate.py --workdir=runs/bn_learning_rate --parallel=2
-  python -m bn_study.report runs/bn_learning_rate --out=docs/results/bn_learning_rate
+  python -m bn_study.report runs/bn_learning_rate --out=docs/results/bn_learning_rate/report
 
 The claim: BN trains at learning rates where the network without BN
-diverges, and its best accuracy sits at a higher rate. At this machine's
+diverges, and its best accuracy sits at a higher rate. At a 2-core CPU's
 scale: the MNIST MLP of the BN paper's Figure 1 (configs/bn_paper_fig1.py,
 3 x 100 units) with ReLU and He-normal init, plain SGD at batch 60, 5 epochs
 (5,000 steps), with and without BN before each ReLU, at learning rates 0.003
-to 30 (four orders of magnitude), 3 seeds. Non-finite steps are skipped and
-counted (`train/nonfinite_steps`), so a diverging run still ends and says
-so. `:seeds=N` changes the number of seeds. The report's Claims section
+to 30 (four orders of magnitude), 3 random seeds. Non-finite steps are
+skipped, and `train/nonfinite_steps` logs the fraction of the steps in each
+log window that were non-finite, so a diverging run still ends and says so.
+`:seeds=N` changes the number of random seeds. The report's Claims section
 gives the verdicts; docs/results/bn_learning_rate/README.md the numbers.
 """
 

@@ -13,14 +13,14 @@ arms:
   the optimizer's stays. Its fall says how much of the batch arm's is the
   statistics alone.
 
-At this machine's scale: ResNet-8 (configs/resnet20.py at depth 8: n=1,
+At a 2-core CPU's scale: ResNet-8 (configs/resnet20.py at depth 8: n=1,
 the published width 16, BN before each ReLU, He et al.'s SGD recipe with
 the schedule compressed: momentum 0.9, steps of 10x at 50% and 75%,
 L2 1e-4, crop and flip), trained on the first 10,000 CIFAR-10 training
 images for 4 epochs (the same 40,000 images at every batch size) and
 evaluated on the 10,000 test images with the running averages. GN uses 4
 groups (4, 8 and 16 channels a group: the paper's 32 needs wider layers).
-2 seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The
+2 random seeds (`:seeds=N`; `:epochs=N`, `:images=N`, `:depth=N` scale it). The
 full-scale command for a GPU is in docs/results/gn_batch_size/README.md.
 """
 

@@ -16,16 +16,17 @@ Both BN arms are evaluated with PreciseBN too (`eval_precise/`), which the
 claims read: noisy BN's running averages average statistics taken under the
 noise, which eval does not add.
 
-At this machine's scale: VGG-11 at a quarter of the width (configs/
+At a 2-core CPU's scale: VGG-11 at a quarter of the width (configs/
 vgg16_bn.py with model.depth=11, model.width=16: channels 16-128, BN after
 every conv and before its ReLU), SGD at 0.02 for every arm (one rate low
 enough for the arm without BN, not tuned; configs/vgg16_bn.py runs VGG
 without BN at 0.01), momentum 0.9, L2 5e-4, steps of 10x at 50%
 and 75%, crop and flip, batch 128, 3 epochs of the 50,000 CIFAR-10
-training images (1,170 steps; non-finite steps skipped and counted),
-2 seeds (`:seeds=N`, `:epochs=N`, `:depth=N`, `:width=N`). The claims
-read the instruments from step 100 on, past the first steps' transient.
-The full-scale command for a GPU is in docs/results/ics_vgg/README.md.
+training images (1,170 steps; non-finite steps skipped, their fraction
+logged), 2 random seeds (`:seeds=N`, `:epochs=N`, `:depth=N`, `:width=N`).
+The claims read the instruments from step 100 on, past the first steps'
+transient. The full-scale command for a GPU is in
+docs/results/ics_vgg/README.md.
 """
 
 from bn_study import claims

@@ -2,11 +2,11 @@ r"""BN vs no BN on the seed CNN with every instrument on (bn_study/training/inst
 does BN reduce internal covariate shift here, and does it smooth the loss?
 
   python -m bn_study.sweep --sweep=configs/sweeps/instruments.py --workdir=runs/instruments
-  python -m bn_study.report runs/instruments --out=docs/results/instruments
+  python -m bn_study.report runs/instruments --out=docs/results/instruments/report
 
 Instruments every 10 steps (each costs about as much as 10 train steps on
 this model: ICS takes one gradient per layer). `instruments.py:epochs=N,seeds=N`
-changes the length (default 3 epochs) and seeds (default 1).
+changes the length (default 3 epochs) and random seeds (default 1).
 Measured: docs/results/instruments/README.md.
 """
 

@@ -4,10 +4,12 @@ larger steps, and which need smaller ones?
   python -m bn_study.sweep --sweep=configs/sweeps/lr_norms.py --workdir=runs/lr_norms
   python -m bn_study.report runs/lr_norms --out=runs/lr_norms/report
 
-Every normalizer before each ReLU (pre_act, where BN is usually put); the
-batch-statistics ones also evaluate with PreciseBN. 5 x 4 = 20 runs of
-`epochs` (default 5) epochs, one seed; `lr_norms.py:epochs=2` shortens them.
-Not yet run (20 runs x 5 epochs is about 5 h on 2 CPU cores).
+No norm and four normalizers (batch, ghost_batch, group, layer: 5 of the
+11 model.norm values) before each ReLU (pre_act, where BN is usually put);
+the batch-statistics ones also evaluate with PreciseBN. 5 x 4 = 20 runs of
+`epochs` (default 5) epochs, one random seed; `lr_norms.py:epochs=2`
+shortens them. Never run, so no results (20 runs x 5 epochs is about 5 h on
+2 CPU cores).
 """
 
 from bn_study import sweep

@@ -10,13 +10,14 @@ evaluates its network three ways: with the EMA (`eval/`), with PreciseBN
 batches, weights frozen) and with batch statistics (`eval_batch/`). The arms
 differ only in what eval uses: the EMA at momentum 0.9, 0.99 or 0.999; the
 zero-debiased EMA at 0.99; PreciseBN over K = 1, 5 or 20 batches. Training
-itself normalizes with batch statistics, so all arms of a seed train alike.
+itself normalizes with batch statistics, so all arms of a random seed train
+alike.
 
-At this machine's scale: the MNIST MLP of the BN paper's Figure 1 (3 x 100,
+At a 2-core CPU's scale: the MNIST MLP of the BN paper's Figure 1 (3 x 100,
 batch 60) with ReLU, He-normal init and BN before each ReLU, plain SGD, in
 two regimes: a high learning rate (1.0) and few steps (evals every 50 steps
 of one epoch; the claims read step 100), and the end of a normal run
-(learning rate 0.3, 5 epochs). 2 seeds (`:seeds=N`). The report's Claims
+(learning rate 0.3, 5 epochs). 2 random seeds (`:seeds=N`). The report's Claims
 section gives the verdicts.
 """
 

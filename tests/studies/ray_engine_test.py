@@ -48,7 +48,9 @@ def ray_sweep(tiny_study, tmp_path_factory):
         return sweep.product(
             sweep.values('dataset', ['{helpers.LEARNABLE}']),
             sweep.values('data_dir', [{data_dir!r}]),
-            sweep.values('num_epochs', [4]),
+            # Epochs of a fraction of a second: many, so that a run the
+            # scheduler stops at epoch 1 is still running when it does.
+            sweep.values('num_epochs', [30]),
             # A good learning rate, then one too large, worse at epoch 1
             # (eval/loss 2.30, 2.35). With one run at a time, ASHA lets the
             # first through and stops the second.

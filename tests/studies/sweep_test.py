@@ -161,3 +161,24 @@ def test_sweep_runs_skips_finished_and_resumes(tiny_study, tmp_path):
   assert workdir_lib.is_finished(run_dir)
   # Resuming replays the lost epoch exactly.
   assert helpers.read_scalars(run_dir)['eval/accuracy'] == before
+
+
+def test_first_runs_points_are_the_configs_as_given():
+  # The study's runs stand for the configs users run: each point, over its
+  # base, is the named config file field for field.
+  base_path, points = jobs.load('configs/sweeps/first_runs.py')
+  names = ['wobn', 'wbn', 'wbn_pre_act', 'ghost', 'renorm', 'group', 'layer']
+  assert len(points) == len(names)
+  for name, point in zip(names, points):
+    config = jobs.load_module(base_path).get_config()
+    for field, value in point.items():
+      if field != 'num_epochs':  # The study's budget.
+        *path, leaf = field.split('.')
+        target = config
+        for part in path:
+          target = target[part]
+        target[leaf] = value
+    expected = jobs.load_module(f'configs/{name}.py').get_config()
+    config.num_epochs = point.get('num_epochs', expected.num_epochs)
+    expected.num_epochs = config.num_epochs
+    assert config.to_dict() == expected.to_dict(), name
