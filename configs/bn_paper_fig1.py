@@ -3,7 +3,7 @@ r"""Ioffe & Szegedy (2015), Figure 1: an MNIST MLP with and without BN.
   python main.py --config=configs/bn_paper_fig1.py --workdir=runs/fig1_bn
   python main.py --config=configs/bn_paper_fig1.py:nobn --workdir=runs/fig1_nobn
   python -m bn_study.sweep --sweep=configs/sweeps/bn_paper_fig1.py --workdir=runs/bn_paper_fig1
-  python -m bn_study.report runs/bn_paper_fig1 --out=docs/results/bn_paper_fig1
+  python -m bn_study.report runs/bn_paper_fig1 --out=docs/results/bn_paper_fig1/report
 
 From the paper: 3 fully connected hidden layers of 100 sigmoid units, small
 random Gaussian initial weights, a 10-way softmax, 50,000 steps of 60 examples,

@@ -1,4 +1,5 @@
-"""Shared defaults: the seed experiment (see README, "The seed experiment").
+"""Shared defaults: the seed's experiment, the notebook this project began
+from (docs/models.md, "The seed").
 
 Every other config imports this one and overrides a few fields. Field names are
 an interface (sweeps, reports and checks read them): rename nothing lightly.

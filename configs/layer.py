@@ -2,8 +2,8 @@ r"""Layer norm, pre-activation: statistics per example over (H, W, C).
 
   python main.py --config=configs/layer.py --workdir=runs/layer
 
-Measured: ema eval accuracy .1639 / .3061 after epochs 1-2 on CIFAR-10 (README,
-"The other normalizers").
+Measured (docs/results/first_runs/README.md; 2 epochs on a 2-core CPU):
+eval accuracy 0.317 after 2 epochs.
 """
 
 from configs import default

@@ -207,3 +207,12 @@ def test_every_config_docstrings_pointer_resolves():
       if _slug(section) not in readme:
         bad.append(f'{file.relative_to(ROOT)}: README "{section}"')
   assert not bad, '\n'.join(bad)
+
+
+def test_the_docs_describe_the_present_without_private_paths():
+  # No diary, no machine nicknames, no path to data users do not have.
+  pattern = re.compile(r'\.\./shared|VM [ABC]\b|this session')
+  bad = [f'{doc.relative_to(ROOT)}: {m.group(0)}'
+         for doc in DOCS + sorted((pathlib.Path(ROOT) / 'configs').rglob(
+             '*.py')) for m in pattern.finditer(doc.read_text())]
+  assert not bad, '\n'.join(bad)

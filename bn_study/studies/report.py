@@ -1,6 +1,6 @@
 r"""A Markdown report with plots from finished or running training runs.
 
-  python -m bn_study.report runs/seed_study --out=docs/results/seed_study
+  python -m bn_study.report runs/seed_study --out=docs/results/seed_study/report
 
 Reads each run's config.json and TensorBoard events (never retrains), groups
 runs whose configs differ only in seed, and writes OUT/report.md with PNG
@@ -387,8 +387,8 @@ def _per_epoch_table(groups, mode):
   every = -(-max_epoch // 12)  # At most about 12 columns.
   epochs = sorted({*range(every, max_epoch + 1, every), max_epoch})
   return '\n'.join(
-      [f'Mean `{mode}/accuracy` after each epoch' +
-       (f' (every {every}th)' if every > 1 else '') + ':', ''] +
+      [f'Mean `{mode}/accuracy` after ' +
+       (f'every {every} epochs' if every > 1 else 'each epoch') + ':', ''] +
       _table(['group'] + [str(e) for e in epochs],
              [[label] + [f'{np.mean(by_epoch[e]):.3f}' if e in by_epoch
                          else '' for e in epochs]

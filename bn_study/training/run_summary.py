@@ -2,6 +2,7 @@
 where it is, how to look at it, and, where the running averages and
 PreciseBN disagree widely, what that means."""
 
+import shlex
 from typing import Dict
 
 # Eval modes' scalar prefixes (evaluator.EVAL_STATS) as a user reads them.
@@ -37,7 +38,8 @@ def text(workdir: str, last: Dict[str, Dict[str, float]], epochs: int,
           f'  PreciseBN is {-gap:.2f} below the running averages: '
           f'precise_bn_batches={config.precise_bn_batches} batches may be '
           f'too few for its estimate; see {LAG_DOC}.')
+  quoted, report = shlex.quote(workdir), shlex.quote(f'{workdir}/report')
   lines += ['Look at it:',
-            f'  tensorboard --logdir={workdir}',
-            f'  python -m bn_study.report {workdir} --out={workdir}/report']
+            f'  tensorboard --logdir={quoted}',
+            f'  python -m bn_study.report {quoted} --out={report}']
   return '\n'.join(lines)

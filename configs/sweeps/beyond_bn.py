@@ -12,6 +12,7 @@ the group-based arms use 8 groups (16/32/64 channels: 2-8 per group).
 docs/results/beyond_bn/README.md.
 """
 
+from bn_study import claims
 from bn_study import sweep
 
 CONFIG = 'configs/resnet20.py'
@@ -32,3 +33,26 @@ def get_sweep(arg=''):
   return sweep.product(ARMS, sweep.values('model.num_groups', [8]),
                        sweep.values('num_epochs', [args['epochs']]),
                        sweep.values('seed', list(range(args['seeds']))))
+
+
+def _final(**where):
+  return claims.final('eval/accuracy', **where)
+
+
+_BN = _final(**{'model.norm': 'batch', 'model.zero_debias': False})
+_GN = _final(**{'model.norm': 'group',
+                'model.weight_standardization': False})
+_GN_WS = _final(**{'model.norm': 'group',
+                   'model.weight_standardization': True})
+
+CLAIMS = [
+    claims.greater('BN beats the closest batch-independent arm, GN+WS',
+                   _BN, _GN_WS),
+    claims.greater('WS rescues GN: GN+WS beats GN alone', _GN_WS, _GN),
+    claims.greater('Without any norm, SkipInit beats EvoNorm-S0',
+                   _final(**{'model.norm_free': 'skip_init'}),
+                   _final(**{'model.norm': 'evonorm_s0'})),
+    claims.greater('EvoNorm-S0 beats FRN+TLU',
+                   _final(**{'model.norm': 'evonorm_s0'}),
+                   _final(**{'model.norm': 'frn'})),
+]
