@@ -7,7 +7,7 @@ configs/default.py); `wbn` is the README's quick start,
   python -m bn_study.sweep --sweep=configs/sweeps/first_runs.py --workdir=runs/first_runs
   python -m bn_study.report runs/first_runs --out=docs/results/first_runs/report
 
-About 50 minutes on 2 CPU cores, one run at a time (20 of them for wbn).
+About an hour on 2 CPU cores, one run at a time (34 minutes of it for wbn).
 Measured: docs/results/first_runs/README.md. `first_runs.py:epochs=N`
 trains the other normalizers N epochs (default 2).
 """
