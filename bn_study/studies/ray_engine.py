@@ -150,8 +150,9 @@ def trial(config: Dict[str, Any]):
         results = []
       for result in results:
         # Tune's report returns once a scheduler has judged the result. Under
-        # a scheduler the run waits for the verdict, so that a stop lands at
-        # the eval it judged, not epochs later, or after the run has ended.
+        # a scheduler the run is paused meanwhile, so that a stop reaches it
+        # before it trains further (fast epochs could otherwise end the run
+        # first).
         pause = config['scheduler'] and code is None
         if pause:
           proc.send_signal(signal.SIGSTOP)
