@@ -1,6 +1,8 @@
 """Fixtures shared by tests that run main.py or the sweep in subprocesses,
 and the session's compilation cache."""
 
+import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -46,19 +48,44 @@ def pytest_unconfigure(config):
     os.environ.pop(_CACHE_ENV, None)
 
 
+def _once_per_session(tmp_path_factory, name, build):
+  """What `build(folder)` returns, built once for the whole test session.
+
+  pytest-xdist's workers share the parent of their temporary folders: the
+  first to ask builds it there, under a lock, and the others wait for it and
+  read its result. In one process, the session's own temporary folder."""
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get('PYTEST_XDIST_WORKER'):
+    root = root.parent
+  folder, result = root / name, root / f'{name}.json'
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # Released when the file closes.
+    if not result.is_file():
+      shutil.rmtree(folder, ignore_errors=True)  # A build that failed.
+      folder.mkdir()
+      result.write_text(json.dumps(build(folder)))
+    return json.loads(result.read_text())
+
+
 @pytest.fixture(scope='session')
 def learnable_data_dir(tmp_path_factory):
   """A data_dir holding the prepared `bn_study_learnable` TFDS dataset."""
-  return helpers.prepare_learnable(tmp_path_factory.mktemp('tfds'))
+  return _once_per_session(tmp_path_factory, 'tfds',
+                           helpers.prepare_learnable)
 
 
 @pytest.fixture(scope='session')
 def tiny_study(tmp_path_factory, learnable_data_dir):
-  """(sweep file, workdir) of a finished 4-run sweep: norm none|batch x 2 seeds."""
-  base = tmp_path_factory.mktemp('study')
-  sweep_file = helpers.write_tiny_sweep(base / 'tiny_sweep.py', learnable_data_dir)
-  workdir = str(base / 'runs')
-  proc = helpers.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
-                   '--parallel=2')
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  return sweep_file, workdir, proc.stdout
+  """[sweep file, workdir, its output] of a finished 4-run sweep: norm
+  none|batch x 2 seeds."""
+
+  def build(base):
+    sweep_file = helpers.write_tiny_sweep(base / 'tiny_sweep.py',
+                                          learnable_data_dir)
+    workdir = str(base / 'runs')
+    proc = helpers.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
+                             '--parallel=2')
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return [str(sweep_file), workdir, proc.stdout]
+
+  return _once_per_session(tmp_path_factory, 'study', build)

@@ -79,7 +79,12 @@ def main():
   temp = tempfile.mkdtemp(prefix='bnray', dir='/tmp')  # Short: socket paths.
   os.environ.update(HOME=os.path.join(temp, 'home'), RAY_AUTH_MODE='token',
                     RAY_USAGE_STATS_ENABLED='0')
-  result = {}
+  result = {'seconds': {}}
+  begin = time.time()
+
+  def mark(phase):
+    result['seconds'][phase] = round(time.time() - begin, 1)
+
   try:
     ray('get-auth-token', '--generate')
     head = ray('start', '--head', '--node-ip-address=127.0.0.1',
@@ -92,15 +97,18 @@ def main():
     result['start'] = [head.returncode, node.returncode,
                        head.stderr[-2000:] + node.stderr[-2000:]]
     result['status'] = wait_for_nodes(2)
+    mark('cluster up')
     logs = [pathlib.Path(workdir).parent / f'sweep_{i}.log'
             for i in range(1, 5)]
     with open(logs[0], 'wb') as log:
       proc = sweep(sweep_file, workdir, log)
       result['killed'] = kill_worker(pathlib.Path(workdir) / kill_run, proc)
       result['first_exit'] = proc.wait(timeout=WAIT_S)
+    mark('sweep with a kill')
     with open(logs[1], 'wb') as log:
       result['second_exit'] = sweep(sweep_file, workdir, log).wait(
           timeout=WAIT_S)
+    mark('relaunch')
     asha = ['--scheduler=asha', '--metric=eval/loss', '--grace_epochs=1',
             '--reduction_factor=2', '--max_concurrent_runs=1']
     asha_dir = pathlib.Path(workdir).parent / 'asha'
@@ -108,6 +116,7 @@ def main():
       with open(log_file, 'wb') as log:
         result.setdefault('asha_exits', []).append(
             sweep(asha_sweep, asha_dir, log, *asha).wait(timeout=WAIT_S))
+      mark(f'asha {log_file.name}')
     result['outputs'] = [p.read_text() for p in logs]
   finally:
     ray('stop', '--force')

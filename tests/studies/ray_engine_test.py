@@ -68,6 +68,7 @@ def ray_sweep(tiny_study, tmp_path_factory):
   assert out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert result['start'][:2] == [0, 0], result['start'][2]
+  print('ray_cluster phases (s since start):', result['seconds'])
   return workdir, result
 
 

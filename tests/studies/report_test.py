@@ -65,16 +65,18 @@ def _run_report(*args):
 
 
 def test_report_groups_plots_and_skips(tiny_study, tmp_path):
-  _, workdir, _ = tiny_study
+  # A copy: the study is shared by every test, on every pytest-xdist worker.
+  workdir = str(tmp_path / 'runs')
+  shutil.copytree(tiny_study[1], workdir,
+                  ignore=shutil.ignore_patterns('checkpoints'))
   # A folder with events but no config.json is skipped and said to be.
   stray = os.path.join(workdir, 'stray')
-  os.makedirs(stray, exist_ok=True)
+  os.makedirs(stray)
   first_run = os.path.join(workdir, 'norm=none,seed=0')
   events = [f for f in os.listdir(first_run) if f.startswith('events')][0]
   shutil.copy(os.path.join(first_run, events), stray)
   out = str(tmp_path / 'report')
   proc = _run_report(workdir, f'--out={out}')
-  shutil.rmtree(stray)
   assert proc.returncode == 0, proc.stderr
   text = open(os.path.join(out, 'report.md')).read()
   assert '`model.norm`' in text.split('## Summary')[0]  # What is compared.
