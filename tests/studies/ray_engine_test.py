@@ -64,11 +64,12 @@ def ray_sweep(tiny_study, tmp_path_factory):
        'ip link set lo up && exec "$0" "$@"', sys.executable,
        'tests/ray_cluster.py', tiny_study[0], str(workdir), KILLED,
        str(asha_sweep), str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=1000, check=False)
+      cwd=ROOT, capture_output=True, text=True, timeout=1800, check=False)
   assert out.is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert result['start'][:2] == [0, 0], result['start'][2]
-  print('ray_cluster phases (s since start):', result['seconds'])
+  # When each phase ended (s since the cluster script started): with -rA.
+  print('ray_cluster phases:', result.get('seconds'))
   return workdir, result
 
 
@@ -94,7 +95,8 @@ def test_two_node_sweep_ends_as_the_local_engine_does(ray_sweep, tiny_study):
 def test_killed_worker_is_retried_and_resumes_exactly(ray_sweep, tiny_study):
   workdir, result = ray_sweep
   killed = result['killed']
-  assert killed, 'the run finished before its worker could be killed'
+  assert killed, ('no kill: the run finished first, or had no checkpoint '
+                  'within ray_cluster.WAIT_S')
   final = helpers.final_result(workdir / KILLED)
   # Killed mid-run: after its first checkpoint, before its last.
   assert killed['checkpoints_at_kill'] and max(
