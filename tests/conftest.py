@@ -26,11 +26,11 @@ def pytest_configure(config):
   module is imported: the many tests that train the same tiny model then
   compile its steps once, not once per test (jit caches in memory only per
   function object, and each run makes its own). Fast compiles, unless
-  XLA_FLAGS chooses an optimization level itself. And no huge pages for the
-  many main.py subprocesses, unless asked for: they change how fast, not
-  what, and each re-execution imports everything again (cpu_test and the
-  benchmark's smoke test turn them on)."""
-  os.environ.setdefault('BN_STUDY_HUGE_PAGES', '0')
+  XLA_FLAGS chooses an optimization level itself. And malloc left as it is
+  in the many main.py subprocesses, unless asked for: its tuning changes how
+  fast, not what, and each re-execution imports everything again
+  (malloc_test and the benchmark's smoke test turn it on)."""
+  os.environ.setdefault('BN_STUDY_MALLOC', '0')
   flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_backend_optimization_level' not in flags:
     os.environ['XLA_FLAGS'] = f'{flags} {FAST_COMPILE}'.strip()

@@ -8,14 +8,12 @@ docs/performance.md:
   kernel gradient spelled so Eigen runs it fast (`conv_module` picks it for
   `model.conv_impl`);
 - `compiler_options`: the train step's XLA options on CPU;
-- `global_norm`: optax.global_norm written so XLA:CPU fuses its squares;
-- `use_huge_pages`: glibc's malloc asking for transparent huge pages, by
-  re-executing the process once (an entry point calls it, first thing).
+- `global_norm`: optax.global_norm written so XLA:CPU fuses its squares.
+
+How malloc serves XLA:CPU's buffers is in malloc.py.
 """
 
-import os
-import sys
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -155,88 +153,3 @@ def global_norm(tree):
   separate pass over the parameters (docs/performance.md)."""
   return jnp.sqrt(sum(jnp.sum(jnp.abs(x) * jnp.abs(x))
                       for x in jax.tree.leaves(tree)))
-
-
-# Huge pages for malloc.
-#
-# XLA:CPU mallocs every call's outputs and temporaries. glibc serves the large
-# ones with fresh mmap'd memory and unmaps it on free, so each train step
-# faults its biggest buffers in again, 4 KiB at a time (the seed CNN's dense1
-# kernel, its gradient, Adam's moments and their temporaries are 100 MB each).
-# glibc's tunable glibc.malloc.hugetlb=1 (glibc >= 2.35) makes malloc ask for
-# transparent huge pages on that memory, 2 MiB a fault. glibc reads tunables
-# only when a process starts, hence the re-execution.
-
-HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1'
-HUGE_PAGES_OPT_OUT = 'BN_STUDY_HUGE_PAGES'
-_THP_MODE_FILE = '/sys/kernel/mm/transparent_hugepage/enabled'
-
-
-def glibc_version() -> Optional[Tuple[int, int]]:
-  """(major, minor) of the running glibc; None elsewhere (macOS, musl)."""
-  try:
-    name, version = os.confstr('CS_GNU_LIBC_VERSION').split()
-    major, minor = version.split('.')[:2]
-    return (int(major), int(minor)) if name == 'glibc' else None
-  except (AttributeError, OSError, ValueError, TypeError):
-    return None
-
-
-def thp_mode(path: str = _THP_MODE_FILE) -> Optional[str]:
-  """The kernel's THP mode, the bracketed word of e.g. 'always [madvise]
-  never'; None where there is no such file."""
-  try:
-    with open(path, encoding='ascii') as f:
-      text = f.read()
-  except OSError:
-    return None
-  start, end = text.find('['), text.find(']')
-  return text[start + 1:end] if 0 <= start < end else None
-
-
-def _tunables(environ: Mapping[str, str]):
-  return environ.get('GLIBC_TUNABLES', '').split(':')
-
-
-def should_reexec(environ: Mapping[str, str], platform: str,
-                  glibc: Optional[Tuple[int, int]],
-                  thp: Optional[str]) -> bool:
-  """Whether re-executing with the tunable would turn huge pages on: Linux,
-  glibc >= 2.35 and THP mode `madvise` (with `always` every large mapping
-  gets huge pages already; with `never` none can); not where the user opted
-  out or GLIBC_TUNABLES sets glibc.malloc.hugetlb already, to any value."""
-  return (platform.startswith('linux')
-          and environ.get(HUGE_PAGES_OPT_OUT, '1') != '0'
-          and glibc is not None and glibc >= (2, 35) and thp == 'madvise'
-          and not any(t.startswith('glibc.malloc.hugetlb=')
-                      for t in _tunables(environ)))
-
-
-def huge_pages_active(environ: Mapping[str, str] = os.environ) -> bool:
-  """Whether this process's malloc asks for huge pages."""
-  return (HUGE_PAGES_TUNABLE in _tunables(environ)
-          and thp_mode() in ('madvise', 'always'))
-
-
-def use_huge_pages():
-  """Re-executes this process with glibc.malloc.hugetlb=1 where that helps
-  (should_reexec); returns where it does not, or already has it.
-  BN_STUDY_HUGE_PAGES=0 turns it off (e.g. under a debugger).
-
-  Call first thing in an entry point's main(), before anything worth keeping
-  exists: the process image is replaced (same PID, arguments and
-  environment), so whatever ran before runs once more.
-  """
-  if not (sys.executable and should_reexec(os.environ, sys.platform,
-                                           glibc_version(), thp_mode())):
-    return
-  tunables = os.environ.get('GLIBC_TUNABLES')
-  env = dict(os.environ, GLIBC_TUNABLES=(
-      f'{tunables}:{HUGE_PAGES_TUNABLE}' if tunables else HUGE_PAGES_TUNABLE))
-  sys.stdout.flush()
-  sys.stderr.flush()
-  try:
-    # sys.orig_argv keeps `-m module` and `-c code`, which sys.argv loses.
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-  except OSError:
-    pass  # Runs on as it is, only slower.

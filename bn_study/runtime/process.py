@@ -9,7 +9,7 @@ from typing import Optional
 from absl import logging as absl_logging
 
 from bn_study.runtime import compilation_cache
-from bn_study.runtime import cpu
+from bn_study.runtime import malloc
 from bn_study.runtime import mesh as mesh_lib
 
 
@@ -51,12 +51,12 @@ def setup(compilation_cache_dir: Optional[str] = compilation_cache.DEFAULT_DIR,
           coordinator_address: Optional[str] = None,
           num_processes: Optional[int] = None,
           process_id: Optional[int] = None, multihost: bool = False):
-  """Huge pages for malloc where they help (re-executes the process once;
-  cpu.use_huge_pages, BN_STUDY_HUGE_PAGES=0 opts out), TF kept off the
-  accelerators JAX uses, orbax's INFO lines dropped, the persistent
+  """malloc tuned to keep its memory, on huge pages where the kernel allows
+  (re-executes the process once; malloc.tune, BN_STUDY_MALLOC=0 opts out),
+  TF kept off the accelerators JAX uses, orbax's INFO lines dropped, the persistent
   compilation cache ('' or None: off), and, for a multi-process job, JAX's
   distributed runtime (raises errors.UserError on bad arguments)."""
-  cpu.use_huge_pages()
+  malloc.tune()
   hide_accelerators_from_tf()
   quiet_orbax_logs()
   if compilation_cache_dir:

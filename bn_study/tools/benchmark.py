@@ -44,6 +44,7 @@ from bn_study import errors
 from bn_study import models
 from bn_study.runtime import compilation_cache
 from bn_study.runtime import cpu
+from bn_study.runtime import malloc
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.runtime import process
 from bn_study.studies import runs
@@ -263,7 +264,9 @@ def format_table(result: dict) -> str:
            f'reference: {result["reference"]}, timed in turn with each '
            f'batch size\'s steps ("ref"); '
            f'{result["matmul_flops_per_sec"] / 1e9:.1f} GFLOP/s at the start',
-           f'huge_pages: {result.get("huge_pages")}, '
+           f'malloc: memory kept {result.get("memory_kept")}, huge pages '
+           f'{result.get("huge_pages")}; peak RSS '
+           f'{result.get("peak_rss_mib", 0):.0f} MiB; '
            f'XLA_FLAGS: {result.get("xla_flags") or "(none)"}, '
            f'train step compiler_options: '
            f'{result.get("train_compiler_options") or "(none)"}', '',
@@ -369,7 +372,10 @@ def _step_table(config, sizes: List[int]) -> dict:
     result = run(config, sizes, FLAGS.repeats, FLAGS.warmup,
                  FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
                  FLAGS.bn_overhead, data, FLAGS.instruments)
-  result.update(huge_pages=cpu.huge_pages_active(),
+  result.update(memory_kept=malloc.memory_kept(),
+                huge_pages=malloc.huge_pages_active(),
+                glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''),
+                peak_rss_mib=step_timing.peak_rss_mib(),
                 xla_flags=os.environ.get('XLA_FLAGS', ''))
   return result
 
@@ -377,7 +383,8 @@ def _step_table(config, sizes: List[int]) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # As main.py does, first thing (huge pages re-execute the process once).
+  # As main.py does, first thing (malloc's tuning re-executes the process
+  # once).
   # Not the compilation cache yet: by default it is a fresh temp dir, so that
   # the cold compile is cold, and one made before a re-exec would be left
   # behind.

@@ -6,6 +6,7 @@ steps as training builds them, and one batch size's step and eval rates."""
 import dataclasses
 import datetime
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -70,6 +71,15 @@ def kernel_usage() -> Optional[Tuple[float, int]]:
     return None
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_stime, usage.ru_minflt
+
+
+def peak_rss_mib() -> Optional[float]:
+  """The most resident memory this process has had so far, in MiB; None
+  where Python has no `resource` module."""
+  if resource is None:
+    return None
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / (2**20 if sys.platform == 'darwin' else 2**10)  # B, KiB.
 
 
 def time_calls(fn: Callable[[], object], repeats: int, warmup: int

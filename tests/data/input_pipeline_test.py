@@ -132,7 +132,7 @@ runpy.run_path('main.py', run_name='__main__')
 @pytest.mark.parametrize('failure', ['resolver', 'refused'])
 def test_offline_download_stops_at_once_with_the_not_prepared_message(
     tmp_path, failure):
-  env = dict(os.environ, BN_STUDY_HUGE_PAGES='0')
+  env = dict(os.environ, BN_STUDY_MALLOC='0')
   proc = subprocess.run(
       [sys.executable, '-c', _OFFLINE, failure, '--config=configs/tiny.py',
        f'--workdir={tmp_path / "run"}', '--config.dataset=mnist',

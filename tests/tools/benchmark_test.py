@@ -11,6 +11,7 @@ import pytest
 
 from bn_study import errors
 from bn_study.runtime import cpu
+from bn_study.runtime import malloc
 from bn_study.tools import benchmark
 from bn_study.tools import loop_rows
 from bn_study.tools import step_timing
@@ -50,8 +51,8 @@ def test_time_alternately_calls_in_turn():
 
 def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   out = tmp_path / 'bench.json'
-  # Huge pages as a user gets them (conftest turns them off for other tests).
-  env = {k: v for k, v in os.environ.items() if k != cpu.HUGE_PAGES_OPT_OUT}
+  # malloc tuned as a user gets it (conftest turns it off for other tests).
+  env = {k: v for k, v in os.environ.items() if k != malloc.OPT_OUT}
   proc = subprocess.run(
       [sys.executable, '-m', 'bn_study.benchmark', '--config=configs/tiny.py',
        f'--config.dataset={helpers.LEARNABLE}',
@@ -71,10 +72,15 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   assert 'prepared TFDS' in result['data']
   assert result['train_compiler_options'] == cpu.compiler_options(
       result['platform'])
-  # The benchmark re-executes itself with huge pages where that helps.
-  expected = cpu.huge_pages_active(env) or cpu.should_reexec(
-      env, sys.platform, cpu.glibc_version(), cpu.thp_mode())
-  assert result['huge_pages'] is expected
+  # The benchmark re-executes itself with malloc tuned, where it can be.
+  missing = malloc.missing_tunables(env, sys.platform, malloc.glibc_version(),
+                                    malloc.thp_mode())
+  assert result['memory_kept'] is (malloc.memory_kept(env) or
+                                   malloc.KEEP_MEMORY[0] in missing)
+  assert result['huge_pages'] is (malloc.huge_pages_active(env)
+                                  or malloc.HUGE_PAGES in missing)
+  if has_rusage:
+    assert result['peak_rss_mib'] > 0
   assert [r['batch_size'] for r in result['results']] == [8]
   for row in result['results']:
     assert row['images_per_sec'] > 0 and row['flops_per_step'] > 0
