@@ -49,6 +49,7 @@ from bn_study.runtime import mesh as mesh_lib
 from bn_study.runtime import process
 from bn_study.studies import runs
 from bn_study.tools import loop_rows
+from bn_study.tools import plain_step
 from bn_study.tools import step_timing
 from bn_study.training import instruments
 from bn_study.training import loop
@@ -164,6 +165,8 @@ def _define_flags():
   flags.DEFINE_integer('epoch_batch_size', None, 'Batch size of the '
                        'end-to-end epoch (default: the largest); 0 skips it.')
   flags.DEFINE_bool('bn_overhead', True, 'Also time model.norm=none.')
+  flags.DEFINE_bool('harness', True, 'Also time a plain Flax step of the '
+                    'same model and optimizer (harness_overhead).')
   flags.DEFINE_bool('instruments', False, 'Also time each instrument '
                     '(bn_study/training/instruments.py) once, as a multiple '
                     'of the step.')
@@ -182,7 +185,7 @@ def _define_flags():
 
 def run(config, batch_sizes, repeats, warmup, pipeline_batches,
         epoch_batch_size, bn_overhead, data: str,
-        with_instruments: bool = False) -> dict:
+        with_instruments: bool = False, harness: bool = False) -> dict:
   """Every measurement of the step table, `config` validated (main's
   _check) and the persistent compilation cache enabled (main does it), which
   the warm compile reads; `data` says what the pipeline reads (real or
@@ -211,6 +214,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       row.update(compile_times(setup, batch_size))
     row.update(step_timing.measure_batch_size(setup, batch_size, repeats,
                                               warmup, matmul))
+    if harness:
+      row.update(plain_step.harness_overhead(setup, batch_size, repeats,
+                                             warmup))
     if with_instruments:
       row.update(instrument_times(setup, batch_size, max(1, repeats // 3),
                                   1))
@@ -287,6 +293,13 @@ def format_table(result: dict) -> str:
                    'in train steps): ' + ', '.join(
                        f'{name} {r[f"instrument_{name}_s"] / r["step_s"]:.1f}'
                        for name in instruments.INSTRUMENTS))
+  harness = [r for r in result['results'] if 'harness_overhead' in r]
+  if harness:
+    lines.append('harness: bn_study\'s step over a plain Flax step, timed in '
+                 'turn: ' + ', '.join(
+                     f'batch {r["batch_size"]} {r["harness_overhead"]:.2f} '
+                     f'({r["harness_step_s"] * 1e3:.1f} against '
+                     f'{r["plain_step_s"] * 1e3:.1f} ms)' for r in harness))
   kernel = [r for r in result['results'] if 'page_faults_per_step' in r]
   if kernel:
     lines.append('kernel time per train step (median; faulting in and zeroing '
@@ -371,7 +384,7 @@ def _step_table(config, sizes: List[int]) -> dict:
   with mock:
     result = run(config, sizes, FLAGS.repeats, FLAGS.warmup,
                  FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
-                 FLAGS.bn_overhead, data, FLAGS.instruments)
+                 FLAGS.bn_overhead, data, FLAGS.instruments, FLAGS.harness)
   result.update(memory_kept=malloc.memory_kept(),
                 huge_pages=malloc.huge_pages_active(),
                 glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''),

@@ -64,6 +64,7 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
       check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'roofline' in proc.stdout and 'warm persistent cache' in proc.stdout
+  assert 'over a plain Flax step' in proc.stdout
   has_rusage = step_timing.kernel_usage() is not None
   if has_rusage:
     assert 'page faults' in proc.stdout
@@ -89,6 +90,9 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
     assert row['roofline_fraction'] == pytest.approx(
         row['flops_per_sec'] / row['matmul_flops_per_sec'])
     assert row['bn_overhead'] > 0
+    assert row['harness_overhead'] == pytest.approx(
+        row['harness_step_s'] / row['plain_step_s'])
+    assert row['plain_step_s'] > 0
     assert row['instrument_ics_s'] > 0 and row['instrument_act_s'] > 0
     if has_rusage:
       assert row['system_s_per_step'] >= 0 and row['page_faults_per_step'] >= 0
