@@ -263,6 +263,14 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
           'matmul_flops_per_sec': reference, 'results': rows, **extras}
 
 
+def _per_row_line(result: dict, key: str, heading: str, describe) -> List[str]:
+  """One line, `heading: batch B <describe(row)>, ...`, over the rows that
+  have `key`; none where no row does."""
+  rows = [r for r in result['results'] if key in r]
+  return [f'{heading}: ' + ', '.join(
+      f'batch {r["batch_size"]} {describe(r)}' for r in rows)] if rows else []
+
+
 def format_table(result: dict) -> str:
   lines = [f'{result["device"]} x{result["device_count"]}, jax '
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
@@ -293,20 +301,16 @@ def format_table(result: dict) -> str:
                    'in train steps): ' + ', '.join(
                        f'{name} {r[f"instrument_{name}_s"] / r["step_s"]:.1f}'
                        for name in instruments.INSTRUMENTS))
-  harness = [r for r in result['results'] if 'harness_overhead' in r]
-  if harness:
-    lines.append('harness: bn_study\'s step over a plain Flax step, timed in '
-                 'turn: ' + ', '.join(
-                     f'batch {r["batch_size"]} {r["harness_overhead"]:.2f} '
-                     f'({r["harness_step_s"] * 1e3:.1f} against '
-                     f'{r["plain_step_s"] * 1e3:.1f} ms)' for r in harness))
-  kernel = [r for r in result['results'] if 'page_faults_per_step' in r]
-  if kernel:
-    lines.append('kernel time per train step (median; faulting in and zeroing '
-                 'fresh memory): ' + ', '.join(
-                     f'batch {r["batch_size"]} {r["system_s_per_step"] * 1e3:.0f}'
-                     f' ms system, {r["page_faults_per_step"]:.0f} page faults'
-                     for r in kernel))
+  lines += _per_row_line(
+      result, 'harness_overhead', 'harness: bn_study\'s step over a plain '
+      'Flax step, timed in turn',
+      lambda r: f'{r["harness_overhead"]:.2f} ({r["harness_step_s"] * 1e3:.1f}'
+      f' against {r["plain_step_s"] * 1e3:.1f} ms)')
+  lines += _per_row_line(
+      result, 'page_faults_per_step', 'kernel time per train step (median; '
+      'faulting in and zeroing fresh memory)',
+      lambda r: f'{r["system_s_per_step"] * 1e3:.0f} ms system, '
+      f'{r["page_faults_per_step"]:.0f} page faults')
   r0 = result['results'][0]
   if 'compile_cold_s' in r0:
     lines.append(f'\ntrain-step compile (batch {r0["batch_size"]}): cold '
