@@ -26,40 +26,58 @@ def test_percentiles_of_a_known_distribution():
   assert abs(out['p50']) < 0.01
 
 
-def test_ics_of_a_two_layer_linear_network_by_hand():
+def test_ics_of_a_three_layer_linear_network_by_hand():
+  # out = ((x W1) * s) W2 W3, s a per-column scale that belongs to layer 1
+  # (module layer1_norm), and a module of no layer (unmoved).
   rng = np.random.default_rng(0)
   x = rng.normal(size=(16, 4))
   y = rng.normal(size=(16, 2))
-  w1 = rng.normal(size=(4, 3))
-  w2 = rng.normal(size=(3, 2))
+  w1, s = rng.normal(size=(4, 3)), rng.normal(size=3)
+  w2, w3 = rng.normal(size=(3, 3)), rng.normal(size=(3, 2))
   lr = 0.1
 
   def loss_fn(p):
-    out = x @ p['layer1']['kernel'] @ p['layer2']['kernel']
-    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, -1))
+    h1 = (x @ p['layer1']['kernel']) * p['layer1_norm']['scale']
+    out = h1 @ p['layer2']['kernel'] @ p['layer3']['kernel']
+    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, -1)) + 0 * p['other']['b']
 
-  params = {'layer1': {'kernel': jnp.asarray(w1)},
-            'layer2': {'kernel': jnp.asarray(w2)}}
+  params = jax.tree.map(jnp.asarray, {
+      'layer1': {'kernel': w1}, 'layer1_norm': {'scale': s},
+      'layer2': {'kernel': w2}, 'layer3': {'kernel': w3},
+      'other': {'b': np.ones(())}})
   grads = jax.grad(loss_fn)(params)
   updates = jax.tree.map(lambda g: -lr * g, grads)  # Plain SGD.
   got = jax.device_get(instruments.ics(loss_fn, params, updates,
-                                    ['layer1', 'layer2']))
-  assert set(got) == {'ics/layer2/l2', 'ics/layer2/cos'}
+                                       ['layer1', 'layer2', 'layer3']))
+  assert set(got) == {f'ics/layer{i}/{m}' for i in (2, 3)
+                      for m in ('l2', 'cos')}
 
-  # By hand: dL/dW2 = (x W1)^T (x W1 W2 - y) / n.
-  def grad_w2(w1_):
-    h = x @ w1_
-    return h.T @ (h @ w2 - y) / len(x)
+  # By hand, with r = (out - y) / n: dL/dW3 = h2^T r, dL/dW2 = h1^T r W3^T,
+  # dL/dh1 = r W3^T W2^T, dL/ds = sum_rows(x W1 * dL/dh1),
+  # dL/dW1 = x^T (dL/dh1 * s).
+  def grads_by_hand(w1_, s_, w2_, w3_):
+    a = x @ w1_
+    h1 = a * s_
+    h2 = h1 @ w2_
+    r = (h2 @ w3_ - y) / len(x)
+    d_h1 = r @ w3_.T @ w2_.T
+    return {'w1': x.T @ (d_h1 * s_), 's': (a * d_h1).sum(0),
+            'w2': h1.T @ (r @ w3_.T), 'w3': h2.T @ r}
 
-  def grad_w1(w1_):
-    return x.T @ ((x @ w1_ @ w2 - y) @ w2.T) / len(x)
-
-  g = grad_w2(w1)
-  g_moved = grad_w2(w1 - lr * grad_w1(w1))  # Layer 1 took its step first.
-  assert got['ics/layer2/l2'] == pytest.approx(np.linalg.norm(g - g_moved),
-                                               rel=1e-4)
-  cos = np.sum(g * g_moved) / np.linalg.norm(g) / np.linalg.norm(g_moved)
-  assert got['ics/layer2/cos'] == pytest.approx(cos, rel=1e-5)
+  g = grads_by_hand(w1, s, w2, w3)
+  moved = {k: v - lr * g[k] for k, v in
+           {'w1': w1, 's': s, 'w2': w2, 'w3': w3}.items()}
+  # Layer 2 after layer 1 (and its norm) took their step; layer 3 after
+  # layers 1 and 2 did.
+  g2 = grads_by_hand(moved['w1'], moved['s'], w2, w3)['w2']
+  g3 = grads_by_hand(moved['w1'], moved['s'], moved['w2'], w3)['w3']
+  for layer, before, after in (('layer2', g['w2'], g2),
+                               ('layer3', g['w3'], g3)):
+    assert got[f'ics/{layer}/l2'] == pytest.approx(
+        np.linalg.norm(before - after), rel=1e-4)
+    cos = np.sum(before * after) / np.linalg.norm(before) / np.linalg.norm(
+        after)
+    assert got[f'ics/{layer}/cos'] == pytest.approx(cos, rel=1e-5)
 
 
 def test_smoothness_of_a_quadratic():
