@@ -192,8 +192,10 @@ def main_in_process(argv):
   return code, err.getvalue()
 
 
-def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
-  """A sweep file over the tiny config on the learnable on-disk dataset."""
+def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1),
+                     combine='product'):
+  """A sweep file over the tiny config on the learnable on-disk dataset:
+  every norm with every seed (`combine='product'`), or pairs ('zipped')."""
   path.write_text(textwrap.dedent(f'''\
       from bn_study import sweep
 
@@ -204,8 +206,8 @@ def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1)):
         return sweep.product(
             sweep.values('dataset', ['{LEARNABLE}']),
             sweep.values('data_dir', [{str(data_dir)!r}]),
-            sweep.values('model.norm', {list(norms)!r}),
-            sweep.values('seed', {list(seeds)!r}))
+            sweep.{combine}(sweep.values('model.norm', {list(norms)!r}),
+                           sweep.values('seed', {list(seeds)!r})))
       '''))
   return str(path)
 
