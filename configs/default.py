@@ -94,7 +94,7 @@ def get_config():
   # cnn: `filters` convs then `dense` layers (the seed). mlp: `hidden` dense
   #   layers only (the BN paper's MNIST network, configs/bn_paper_fig1.py).
   # resnet_cifar: He et al.'s CIFAR ResNet-(6n+2), option A shortcuts.
-  # preact_resnet: the pre-activation ResNet-18/34 (He et al. 2016b).
+  # preact_resnet: the pre-activation ResNet-10/18/34 (He et al. 2016b).
   # vgg: VGG-11/13/16/19, CIFAR form (one dense layer after the convs).
   config.model.kind = 'cnn'
   # resnet_cifar, preact_resnet, vgg: depth (None: 20, 18, 16) and base width

@@ -20,8 +20,9 @@ from bn_study.models import norm_free
 
 # resnet_cifar: depth 6n + 2, three stages of n blocks at widths w, 2w, 4w.
 CIFAR_WIDTH = 16
-# preact_resnet: BasicBlocks per stage at widths w, 2w, 4w, 8w.
-PREACT_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+# preact_resnet: BasicBlocks per stage at widths w, 2w, 4w, 8w. ResNet-10,
+# one block a stage, is the family's smallest (timm's resnet10t has its stages).
+PREACT_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 PREACT_WIDTH = 64
 
 

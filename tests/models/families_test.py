@@ -29,7 +29,7 @@ PUBLISHED_PARAMS = [
     ('vgg', 16, '14.72')]
 # The smallest member of each family, at tiny widths.
 TINY = {'resnet_cifar': dict(depth=8, width=4),
-        'preact_resnet': dict(depth=18, width=2),
+        'preact_resnet': dict(depth=10, width=2),
         'vgg': dict(depth=11, width=2)}
 FAMILIES = tuple(TINY)
 
@@ -122,7 +122,7 @@ def test_zero_init_residual_zeroes_each_branchs_last_norm():
 
 @pytest.mark.parametrize('kind,field,value,match', [
     ('resnet_cifar', 'depth', 21, 'model.depth=21 .*6n \\+ 2'),
-    ('preact_resnet', 'depth', 50, 'model.depth=50 .*\\[18, 34\\]'),
+    ('preact_resnet', 'depth', 50, 'model.depth=50 .*\\[10, 18, 34\\]'),
     ('vgg', 'depth', 12, 'model.depth=12 .*\\[11, 13, 16, 19\\]'),
     ('resnet_cifar', 'placement', 'input', "placement='input' .*'pre_act'"),
     ('vgg', 'width', 0, 'model.width=0'),
