@@ -4,7 +4,6 @@ properties the issue asks for: zero-debiased averages after 3 steps, WS
 kernels, SkipInit's identity blocks, Fixup's and NF's bounded variance with
 depth, adaptive gradient clipping."""
 
-import textwrap
 
 import flax.linen as nn
 import jax
@@ -397,49 +396,45 @@ def test_bad_configs_are_user_errors(overrides, message):
     validate.validate(helpers.tiny_config(**overrides))
 
 
-def test_new_methods_train_and_evaluate_through_main(tmp_path,
+# The new methods through main.py's flags and main(), in this process: the
+# ResNets and VGG, NF-ResNet with AGC, EvoNorm-B0 with zero-debiased averages
+# evaluated with them, PreciseBN and batch statistics, FRN with WS.
+COMMON = ['--config.num_epochs=1', '--config.model.placement=pre_act',
+          '--config.model.num_groups=2', '--config.precise_bn_batches=2']
+METHOD_RUNS = {
+    'nf': ['--config.model.kind=resnet_cifar', '--config.model.depth=8',
+           '--config.model.width=4', '--config.model.norm=none',
+           '--config.model.norm_free=nf', '--config.agc_clipping=0.01',
+           '--config.eval_stats=ema'],
+    'evonorm_b0': ['--config.model.kind=resnet_cifar', '--config.model.depth=8',
+                   '--config.model.width=4', '--config.model.norm=evonorm_b0',
+                   '--config.model.zero_debias=True',
+                   '--config.eval_stats=ema,precise,batch'],
+    'frn_ws': ['--config.model.kind=vgg', '--config.model.depth=11',
+               '--config.model.width=2', '--config.model.norm=frn',
+               '--config.model.weight_standardization=True',
+               '--config.eval_stats=ema'],
+}
+
+
+@pytest.mark.parametrize('name', METHOD_RUNS)
+def test_new_methods_train_and_evaluate_through_main(name, tmp_path, monkeypatch,
                                                      learnable_data_dir):
-  """main.py (run by the sweep tool) with the new methods, the ResNets and VGG:
-  NF-ResNet with AGC, EvoNorm-B0 with zero-debiased averages evaluated with
-  them, PreciseBN and batch statistics, FRN with WS."""
-  sweep_file = tmp_path / 'methods.py'
-  sweep_file.write_text(textwrap.dedent(f'''\
-      from bn_study import sweep
-
-      CONFIG = 'configs/tiny.py'
-      COMMON = {{'dataset': {helpers.LEARNABLE!r},
-                'data_dir': {learnable_data_dir!r}, 'num_epochs': 1,
-                'model.placement': 'pre_act', 'model.num_groups': 2,
-                'eval_stats': 'ema,precise,batch', 'precise_bn_batches': 2}}
-      POINTS = [
-          {{'model.kind': 'resnet_cifar', 'model.depth': 8, 'model.width': 4,
-            'model.norm': 'none', 'model.norm_free': 'nf',
-            'agc_clipping': 0.01, 'eval_stats': 'ema'}},
-          {{'model.kind': 'resnet_cifar', 'model.depth': 8, 'model.width': 4,
-            'model.norm': 'evonorm_b0', 'model.zero_debias': True}},
-          {{'model.kind': 'vgg', 'model.depth': 11, 'model.width': 2,
-            'model.norm': 'frn', 'model.weight_standardization': True,
-            'eval_stats': 'ema'}},
-      ]
-
-
-      def get_sweep(arg=''):
-        return [{{**COMMON, **p}} for p in POINTS]
-      '''))
-  workdir = tmp_path / 'runs'
-  proc = helpers.run_sweep(f'--sweep={sweep_file}', f'--workdir={workdir}',
-                            '--parallel=2')
-  assert proc.returncode == 0, proc.stdout + proc.stderr
-  runs = sorted(p for p in workdir.iterdir() if p.is_dir())
-  assert len(runs) == 3
-  assert sum('evonorm_b0' in run.name for run in runs) == 1
-  for run in runs:
-    scalars = helpers.read_scalars(str(run))
-    prefixes = ['eval'] + (['eval_precise', 'eval_batch']
-                           if 'evonorm_b0' in run.name else [])
-    for prefix in prefixes:
-      (step, value), = scalars[f'{prefix}/accuracy']
-      assert step == 8 and 0 <= value <= 1, (run.name, prefix)
+  monkeypatch.chdir(helpers.ROOT)
+  workdir = tmp_path / name
+  code, err = helpers.main_in_process(helpers.main_command(
+      workdir, f'--config.dataset={helpers.LEARNABLE}',
+      f'--config.data_dir={learnable_data_dir}', *COMMON,
+      *METHOD_RUNS[name])[2:])
+  assert code == 0, err[-3000:]
+  scalars = helpers.read_scalars(str(workdir))
+  prefixes = ['eval'] + (['eval_precise', 'eval_batch']
+                         if name == 'evonorm_b0' else [])
+  for prefix in prefixes:
+    (step, value), = scalars[f'{prefix}/accuracy']
+    assert step == 8 and 0 <= value <= 1, (name, prefix)
+  assert not any(t.startswith('eval_batch') for t in scalars) or (
+      name == 'evonorm_b0')
 
 
 def test_every_registered_normalizer_has_its_row_in_the_docs():

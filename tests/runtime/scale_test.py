@@ -18,16 +18,17 @@ from tests import helpers
 from tests.helpers import ROOT
 
 
-def _env():
-  """The subprocesses' environment, at XLA's default backend optimization
-  level: at level 0 (conftest's fast compiles) two processes of 4 devices
-  ended 0.24% of the loss away from one of 8 on a 2-core AMD EPYC, from the
-  second step on, where at the default level they agree to 5e-7 (cause not
-  found; docs/scale.md)."""
+def _env(devices):
+  """The subprocesses' environment. Several devices at XLA's default backend
+  optimization level: at level 0 (conftest's fast compiles) two processes of
+  4 devices ended 0.24% of the loss away from one of 8 on a 2-core AMD EPYC,
+  from the second step on, where at the default level they agree to 5e-7
+  (cause not found; docs/scale.md). One device keeps the fast compiles."""
   env = helpers.env_without_device_count()
-  env['XLA_FLAGS'] = ' '.join(
-      f for f in env['XLA_FLAGS'].split()
-      if not f.startswith('--xla_backend_optimization_level'))
+  if devices > 1:
+    env['XLA_FLAGS'] = ' '.join(
+        f for f in env['XLA_FLAGS'].split()
+        if not f.startswith('--xla_backend_optimization_level'))
   return env
 
 
@@ -58,7 +59,8 @@ def runs(tmp_path_factory):
   """Each run of ONE_DEVICE and EIGHT_DEVICES, by name: its results."""
   tmp = tmp_path_factory.mktemp('scale')
   for devices, named in ((1, ONE_DEVICE), (8, EIGHT_DEVICES)):
-    out = subprocess.run(_command(tmp, devices, named), cwd=ROOT, env=_env(),
+    out = subprocess.run(_command(tmp, devices, named), cwd=ROOT,
+                         env=_env(devices),
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
   return {name: dict(np.load(tmp / f'{name}.npz'))
@@ -99,7 +101,7 @@ def test_two_processes_match_one_process_with_as_many_devices(tmp_path, runs):
   procs = [subprocess.Popen(
       _command(tmp_path, 4, {'two_processes': []}, num_processes=2,
                process_id=i, coordinator_address=address),
-      cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      cwd=ROOT, env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
   for p in procs:
     _, err = p.communicate(timeout=600)
