@@ -178,6 +178,8 @@ def _define_flags():
       'size, through main.py, instead of the step table.')
   flags.DEFINE_float('loop_seconds', 20.0, 'Seconds of train steps in each '
                      '--loop row\'s real run (at most the whole run).')
+  flags.DEFINE_integer('matmul_size', step_timing.MATMUL_SIZE, 'Side of the '
+                       'square float32 matmul that is the roofline reference.')
   flags.DEFINE_string('json', None, 'Write the results here.')
   flags.DEFINE_string('compilation_cache_dir', None, 'Persistent cache for '
                       'the warm-compile figure (default: a fresh temp dir).')
@@ -185,7 +187,8 @@ def _define_flags():
 
 def run(config, batch_sizes, repeats, warmup, pipeline_batches,
         epoch_batch_size, bn_overhead, data: str,
-        with_instruments: bool = False, harness: bool = False) -> dict:
+        with_instruments: bool = False, harness: bool = False,
+        matmul_size: int = step_timing.MATMUL_SIZE) -> dict:
   """Every measurement of the step table, `config` validated (main's
   _check) and the persistent compilation cache enabled (main does it), which
   the warm compile reads; `data` says what the pipeline reads (real or
@@ -193,9 +196,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
   from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
   pipeline = input_pipeline.Pipeline(config)
   info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
-  matmul = step_timing.matmul_call()
+  matmul = step_timing.matmul_call(matmul_size)
   reference = step_timing.flops_per_sec(
-      step_timing.matmul_flops(step_timing.MATMUL_SIZE),
+      step_timing.matmul_flops(matmul_size),
       step_timing.median_seconds(step_timing.time_calls(matmul, repeats, 2)))
   rows = []
   none_config = config.copy_and_resolve_references()
@@ -213,7 +216,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
     if not rows:
       row.update(compile_times(setup, batch_size))
     row.update(step_timing.measure_batch_size(setup, batch_size, repeats,
-                                              warmup, matmul))
+                                              warmup, matmul, matmul_size))
     if harness:
       row.update(plain_step.harness_overhead(setup, batch_size, repeats,
                                              warmup))
@@ -253,7 +256,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
                     epoch_predicted_bracketed_s=predicted,
                     epoch_gap_bracketed=step_timing.epoch_gap(
                         extras['epoch_wall_s'], predicted))
-  n = step_timing.MATMUL_SIZE
+  n = matmul_size
   return {**step_timing.environment(),
           'config_norm': config.model.norm,
           'model': step_timing.describe_model(config.model), 'data': data,
@@ -388,7 +391,8 @@ def _step_table(config, sizes: List[int]) -> dict:
   with mock:
     result = run(config, sizes, FLAGS.repeats, FLAGS.warmup,
                  FLAGS.pipeline_batches, FLAGS.epoch_batch_size,
-                 FLAGS.bn_overhead, data, FLAGS.instruments, FLAGS.harness)
+                 FLAGS.bn_overhead, data, FLAGS.instruments, FLAGS.harness,
+                 FLAGS.matmul_size)
   result.update(memory_kept=malloc.memory_kept(),
                 huge_pages=malloc.huge_pages_active(),
                 glibc_tunables=os.environ.get('GLIBC_TUNABLES', ''),
@@ -410,6 +414,7 @@ def main(argv):
     if FLAGS.loop:
       rows = loop_rows.parse_loop(FLAGS.loop)
     else:
+      errors.check_positive_int('--matmul_size', FLAGS.matmul_size)
       sizes = _batch_sizes(FLAGS.batch_sizes)
       _check(FLAGS.config, sizes, FLAGS.instruments)
     with tempfile.TemporaryDirectory() as tmp:

@@ -155,10 +155,10 @@ def fake_batch(setup: Setup, batch_size: int, eval_mask: bool = False):
 
 
 def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
-                       warmup: int, matmul: Optional[Callable[[], None]]
-                       ) -> Dict[str, float]:
-  """Step and eval rates; with `matmul` (a MATMUL_SIZE reference call, timed
-  in turn with the steps) also the roofline fraction."""
+                       warmup: int, matmul: Optional[Callable[[], None]],
+                       matmul_size: int = MATMUL_SIZE) -> Dict[str, float]:
+  """Step and eval rates; with `matmul` (a reference call of a matmul_size
+  square matmul, timed in turn with the steps) also the roofline fraction."""
   batch = fake_batch(setup, batch_size)
   compiled = setup.steps.train.lower(
       setup.state, batch, steps_lib.TrainMetrics.empty()).compile()
@@ -202,7 +202,7 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
     row.update(system_s_per_step=statistics.median(k[0] for k in timed),
                page_faults_per_step=statistics.median(k[1] for k in timed))
   if matmul is not None:
-    reference = flops_per_sec(matmul_flops(MATMUL_SIZE),
+    reference = flops_per_sec(matmul_flops(matmul_size),
                               median_seconds(matmul_times))
     row.update(matmul_flops_per_sec=reference,
                roofline_fraction=roofline_fraction(achieved, reference))

@@ -58,12 +58,13 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
        f'--config.dataset={helpers.LEARNABLE}',
        f'--config.data_dir={learnable_data_dir}', '--batch_sizes=8',
        '--repeats=2', '--warmup=1', '--pipeline_batches=2', '--instruments',
-       '--config.analysis.probe_size=8',
+       '--config.analysis.probe_size=8', '--matmul_size=512',
        f'--compilation_cache_dir={tmp_path / "cache"}', f'--json={out}'],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
       check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'roofline' in proc.stdout and 'warm persistent cache' in proc.stdout
+  assert '512x512 float32 jnp.dot' in proc.stdout
   assert 'over a plain Flax step' in proc.stdout
   has_rusage = step_timing.kernel_usage() is not None
   if has_rusage:
@@ -142,7 +143,8 @@ def test_a_family_config_benchmarks_on_mock_data(tmp_path):
        '--config.batch_size=8', '--config.eval_batch_size=8',
        f'--config.data_dir={tmp_path / "empty"}', '--batch_sizes=8',
        '--repeats=1', '--warmup=1', '--pipeline_batches=2',
-       '--epoch_batch_size=0', '--mock_examples=64', f'--json={out}'],
+       '--epoch_batch_size=0', '--mock_examples=64', '--matmul_size=512',
+       f'--json={out}'],
       cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
