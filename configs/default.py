@@ -96,6 +96,8 @@ def get_config():
   # resnet_cifar: He et al.'s CIFAR ResNet-(6n+2), option A shortcuts.
   # preact_resnet: the pre-activation ResNet-10/18/34 (He et al. 2016b).
   # vgg: VGG-11/13/16/19, CIFAR form (one dense layer after the convs).
+  # airbench: airbench94's network (Jordan 2024; configs/airbench94.py),
+  #   one depth; width scales its 64-256-256.
   config.model.kind = 'cnn'
   # resnet_cifar, preact_resnet, vgg: depth (None: 20, 18, 16) and base width
   # (None: the published 16, 64, 64; the others scale with it).
@@ -108,7 +110,7 @@ def get_config():
   # optimizer state, norm statistics and the loss stay float32.
   config.model.dtype = 'float32'  # float32 | bfloat16
   config.model.hidden = (100, 100, 100)  # mlp only.
-  config.model.activation = 'relu'  # relu | sigmoid, after every hidden layer.
+  config.model.activation = 'relu'  # relu | sigmoid | gelu, after every hidden layer.
   # glorot_uniform (tf.layers' default, the seed's) | normal (stddev below) |
   # he_normal (N(0, 2/fan_out), as ResNet and VGG code initializes convs).
   config.model.kernel_init = 'glorot_uniform'

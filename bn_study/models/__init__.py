@@ -1,6 +1,6 @@
 """The model families, behind one registry: `model.kind` picks one.
 
-A family is a module here (seed.py, resnet.py, vgg.py) whose network takes
+A family is a module here (seed.py, resnet.py, vgg.py, airbench.py) whose network takes
 its norms from norms.py's factory through layers.Layers, so every
 normalizer works in every family. Adding a family: its module, an entry in
 FAMILIES, and its tests (tests/models/models_test.py).
@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from bn_study.runtime import cpu
 from bn_study import errors
 from bn_study.models import norms
+from bn_study.models import airbench
 from bn_study.models import layers
 from bn_study.models import norm_free
 from bn_study.models import resnet
@@ -39,6 +40,8 @@ FAMILIES: Dict[str, Family] = {
     'preact_resnet': Family(resnet.PreActResNet, ('pre_act',), 18,
                             resnet.validate_preact),
     'vgg': Family(vgg.VGG, vgg.PLACEMENTS, 16, vgg.validate),
+    'airbench': Family(airbench.AirBench, airbench.PLACEMENTS,
+                       validate=airbench.validate),
 }
 KINDS = tuple(FAMILIES)
 

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 
 from bn_study.models import norms
-ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid}
+# gelu: the exact (erf) form, torch.nn.GELU's default, as airbench uses.
+ACTIVATIONS = {'relu': nn.relu, 'sigmoid': nn.sigmoid,
+               'gelu': functools.partial(nn.gelu, approximate=False)}
 KERNEL_INITS = {
     # tf.layers' default, the seed's.
     'glorot_uniform': lambda cfg: nn.initializers.glorot_uniform(),

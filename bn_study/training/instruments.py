@@ -61,39 +61,27 @@ def ics(loss_fn: Callable, params, updates, layers: Sequence[str],
   norm-free scalars (`<layer>_<what>`); `grads` the gradient at `params` if
   the caller has it already.
 
-  One gradient per layer, in a loop (lax.map) rather than unrolled: a
-  network of L layers is traced and compiled once, not L - 1 times.
+  One gradient per layer, unrolled, so that each stops at its own layer. A
+  loop (lax.map) would trace the network once, not once a layer, but take
+  every layer's gradient each time: slower to run (docs/instruments.md).
   """
-  layers = list(layers)
-  if len(layers) < 2:
-    return {}
   if grads is None:
     grads = jax.grad(loss_fn)(params)
-  # The first layer each module belongs to; len(layers) for none (never moved).
-  owner = {k: min((j for j, l in enumerate(layers)
-                   if k == l or k.startswith(f'{l}_')), default=len(layers))
-           for k in params}
-
-  def shift(i):
-    """(||G - G'||, cos(G, G')) of layer i, the layers before it moved."""
-    moved = {k: jax.tree.map(
-        lambda p, u, before=owner[k] < i: jnp.where(before, p + u, p),
-        v, updates[k]) for k, v in params.items()}
-    g_moved = jax.grad(loss_fn)(moved)
-    l2, cos = [], []
-    for layer in layers[1:]:  # Every layer's, then layer i's picked out.
-      g, g_m = grads[layer], g_moved[layer]
-      dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g),
-                                               jax.tree.leaves(g_m)))
-      l2.append(cpu.global_norm(jax.tree.map(jnp.subtract, g, g_m)))
-      cos.append(dot / (cpu.global_norm(g) * cpu.global_norm(g_m) + 1e-30))
-    return jnp.stack(l2)[i - 1], jnp.stack(cos)[i - 1]
-
-  l2, cos = jax.lax.map(shift, jnp.arange(1, len(layers)))
   out = {}
-  for i, layer in enumerate(layers[1:]):
-    out[f'ics/{layer}/l2'] = l2[i]
-    out[f'ics/{layer}/cos'] = cos[i]
+  for i, layer in enumerate(layers[1:], start=1):
+    earlier = layers[:i]
+    moved = {k: (jax.tree.map(jnp.add, v, updates[k])
+                 if any(k == l or k.startswith(f'{l}_') for l in earlier)
+                 else v)
+             for k, v in params.items()}
+    g = grads[layer]
+    g_moved = jax.grad(loss_fn)(moved)[layer]
+    diff = jax.tree.map(jnp.subtract, g, g_moved)
+    dot = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g),
+                                             jax.tree.leaves(g_moved)))
+    out[f'ics/{layer}/l2'] = cpu.global_norm(diff)
+    out[f'ics/{layer}/cos'] = dot / (
+        cpu.global_norm(g) * cpu.global_norm(g_moved) + 1e-30)
   return out
 
 
@@ -106,19 +94,19 @@ def smoothness(loss_fn: Callable, params, learning_rate,
   """
   loss, g = loss_and_grads or jax.value_and_grad(loss_fn)(params)
   g_norm = cpu.global_norm(g)
-
-  def along(eta):  # One step size; a loop over them, traced once.
+  losses, changes, betas = [loss], [], []
+  for m in multipliers:
+    eta = m * learning_rate
     moved = jax.tree.map(lambda p, d: p - eta * d, params, g)
     loss_m, g_m = jax.value_and_grad(loss_fn)(moved)
     change = cpu.global_norm(jax.tree.map(jnp.subtract, g_m, g))
-    return loss_m, change, change / (eta * g_norm + 1e-30)
-
-  etas = jnp.stack([m * learning_rate for m in multipliers])
-  losses, changes, betas = jax.lax.map(along, etas)
-  losses = jnp.concatenate([jnp.reshape(loss, (1,)), losses])
+    losses.append(loss_m)
+    changes.append(change)
+    betas.append(change / (eta * g_norm + 1e-30))
+  losses = jnp.stack(losses)
   return {'smoothness/loss_range': losses.max() - losses.min(),
-          'smoothness/grad_change_max': changes.max(),
-          'smoothness/beta_max': betas.max()}
+          'smoothness/grad_change_max': jnp.stack(changes).max(),
+          'smoothness/beta_max': jnp.stack(betas).max()}
 
 
 def weight_norms(params, grads, updates, layers) -> Dict[str, jax.Array]:
