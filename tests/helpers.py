@@ -192,6 +192,13 @@ def main_in_process(argv):
   return code, err.getvalue()
 
 
+def main_here(workdir, *flags_, config='configs/tiny.py'):
+  """(exit status, stderr) of `main_command`'s run, in this process from the
+  repository root (main_in_process): for runs that need no process."""
+  with contextlib.chdir(ROOT):
+    return main_in_process(main_command(workdir, *flags_, config=config)[2:])
+
+
 def write_tiny_sweep(path, data_dir, norms=('none', 'batch'), seeds=(0, 1),
                      combine='product'):
   """A sweep file over the tiny config on the learnable on-disk dataset:

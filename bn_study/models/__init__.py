@@ -1,8 +1,8 @@
 """The model families, behind one registry: `model.kind` picks one.
 
-A family is a module here (seed.py, resnet.py, vgg.py, airbench.py) whose network takes
-its norms from norms.py's factory through layers.Layers, so every
-normalizer works in every family. Adding a family: its module, an entry in
+A family is a module here (seed.py, resnet.py, vgg.py, airbench.py) whose
+network takes its norms from norms.py's factory through layers.Layers, so
+every normalizer works in every family. Adding a family: its module, an entry in
 FAMILIES, and its tests (tests/models/models_test.py).
 """
 

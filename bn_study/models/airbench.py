@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from bn_study import errors
 from bn_study.models import layers
+from bn_study.runtime import cpu
 
 WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
@@ -45,26 +46,19 @@ def dirac_init(base=TORCH_INIT):
   return init
 
 
-def patches(images, size: int = WHITEN_KERNEL):
-  """Every size x size patch (stride 1, no padding) of NHWC `images`, one
-  row each, flattened in a conv kernel's (kh, kw, C) order."""
-  n, h, w, c = images.shape
-  views = [images[:, i:h - size + 1 + i, j:w - size + 1 + j, :]
-           for i in range(size) for j in range(size)]
-  return jnp.stack(views, axis=3).reshape(-1, size * size * c)
-
-
 def whitening_kernel(images, eps: float = WHITEN_EPS):
   """The (2, 2, C, 8C) whitening kernel fit to `images` (NHWC, float, as
   the network sees them): the eigenvectors of the patches' second-moment
   matrix P^T P / n, largest eigenvalue first, each divided by
   sqrt(eigenvalue + eps), then the same negated."""
-  p = patches(jnp.asarray(images, jnp.float32))
+  k = WHITEN_KERNEL  # Every k x k patch, a row each, in the kernel's order.
+  p = cpu.patches(jnp.asarray(images, jnp.float32), k, k, (1, 1))
+  p = p.reshape(-1, p.shape[-1])
   eigenvalues, eigenvectors = jnp.linalg.eigh(p.T @ p / p.shape[0])
   order = jnp.argsort(-eigenvalues)
   scaled = eigenvectors[:, order] / jnp.sqrt(eigenvalues[order] + eps)
   c = images.shape[-1]
-  kernel = scaled.reshape(WHITEN_KERNEL, WHITEN_KERNEL, c, -1)
+  kernel = scaled.reshape(k, k, c, -1)
   return jnp.concatenate([kernel, -kernel], axis=-1)
 
 
@@ -75,6 +69,8 @@ class AirBench(layers.Family):
     cfg = self.model_config
     L = layers.Layers(self, train=train, mask=mask)
     x = L.input(x)
+    # Not L.conv: VALID, not SAME, and never weight-standardized (its
+    # kernel is the whitening, fit to the data).
     x = self.conv(features=WHITEN_WIDTH,
                   kernel_size=(WHITEN_KERNEL, WHITEN_KERNEL), padding='VALID',
                   use_bias=True, kernel_init=TORCH_INIT,
@@ -85,8 +81,7 @@ class AirBench(layers.Family):
       features = int(features * width)
       for i in (1, 2):
         name = f'b{block}_conv{i}'
-        x = L.conv(x, name, features, use_bias=not L.normed,
-                   kernel_init=dirac_init())
+        x = L.conv(x, name, features, kernel_init=dirac_init())
         if i == 1:
           x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = L.out(L.norm_act(x, name), name)

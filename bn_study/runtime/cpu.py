@@ -24,7 +24,7 @@ import jax.numpy as jnp
 CONV_IMPLS = ('auto', 'xla', 'im2col')
 
 
-def _patches(x, kh: int, kw: int, strides: Tuple[int, int]):
+def patches(x, kh: int, kw: int, strides: Tuple[int, int]):
   """(N, Ho, Wo, kh * kw * C): each output position's receptive field, taps
   in the order of an HWIO kernel reshaped to (kh * kw * C, F)."""
   (sh, sw) = strides
@@ -87,8 +87,8 @@ class Im2colConv(nn.Module):
       pads = jax.lax.padtype_to_pads(x.shape[1:3], self.kernel_size,
                                      self.strides, 'SAME')
       x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    patches = _patches(x, kh, kw, tuple(self.strides))
-    y = _patches_matmul(patches, kernel.reshape(-1, self.features))
+    cols = patches(x, kh, kw, tuple(self.strides))
+    y = _patches_matmul(cols, kernel.reshape(-1, self.features))
     if self.use_bias:
       y = y + self.param('bias', self.bias_init, (self.features,)).astype(dtype)
     return y

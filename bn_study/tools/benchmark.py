@@ -196,9 +196,9 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
   from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
   pipeline = input_pipeline.Pipeline(config)
   info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
-  matmul = step_timing.matmul_call(matmul_size)
+  matmul = step_timing.Matmul(matmul_size)
   reference = step_timing.flops_per_sec(
-      step_timing.matmul_flops(matmul_size),
+      matmul.flops,
       step_timing.median_seconds(step_timing.time_calls(matmul, repeats, 2)))
   rows = []
   none_config = config.copy_and_resolve_references()
@@ -216,7 +216,7 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
     if not rows:
       row.update(compile_times(setup, batch_size))
     row.update(step_timing.measure_batch_size(setup, batch_size, repeats,
-                                              warmup, matmul, matmul_size))
+                                              warmup, matmul))
     if harness:
       row.update(plain_step.harness_overhead(setup, batch_size, repeats,
                                              warmup))
@@ -256,13 +256,12 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
                     epoch_predicted_bracketed_s=predicted,
                     epoch_gap_bracketed=step_timing.epoch_gap(
                         extras['epoch_wall_s'], predicted))
-  n = matmul_size
   return {**step_timing.environment(),
           'config_norm': config.model.norm,
           'model': step_timing.describe_model(config.model), 'data': data,
           'train_compiler_options': cpu.compiler_options(
               jax.devices()[0].platform),
-          'reference': f'{n}x{n} float32 jnp.dot',
+          'reference': f'{matmul.n}x{matmul.n} float32 jnp.dot',
           'matmul_flops_per_sec': reference, 'results': rows, **extras}
 
 

@@ -108,12 +108,18 @@ def time_alternately(fns: Sequence[Callable[[], object]], repeats: int,
 # Measurements.
 
 
-def matmul_call(n: int = MATMUL_SIZE) -> Callable[[], None]:
-  """One n x n float32 matmul on the default device, blocking."""
-  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
-  dot = jax.jit(jnp.dot)
-  return lambda: dot(a, b).block_until_ready()
+class Matmul:
+  """The roofline reference: calling it runs one n x n float32 matmul on the
+  default device, blocking; `flops` is that matmul's."""
+
+  def __init__(self, n: int = MATMUL_SIZE):
+    self.n, self.flops = n, matmul_flops(n)
+    self._a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    self._b = jax.random.normal(jax.random.key(2), (n, n), jnp.float32)
+    self._dot = jax.jit(jnp.dot)
+
+  def __call__(self):
+    self._dot(self._a, self._b).block_until_ready()
 
 
 @dataclasses.dataclass
@@ -155,10 +161,10 @@ def fake_batch(setup: Setup, batch_size: int, eval_mask: bool = False):
 
 
 def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
-                       warmup: int, matmul: Optional[Callable[[], None]],
-                       matmul_size: int = MATMUL_SIZE) -> Dict[str, float]:
-  """Step and eval rates; with `matmul` (a reference call of a matmul_size
-  square matmul, timed in turn with the steps) also the roofline fraction."""
+                       warmup: int, matmul: Optional[Matmul]
+                       ) -> Dict[str, float]:
+  """Step and eval rates; with `matmul` (the reference, timed in turn with
+  the steps) also the roofline fraction."""
   batch = fake_batch(setup, batch_size)
   compiled = setup.steps.train.lower(
       setup.state, batch, steps_lib.TrainMetrics.empty()).compile()
@@ -202,7 +208,7 @@ def measure_batch_size(setup: Setup, batch_size: int, repeats: int,
     row.update(system_s_per_step=statistics.median(k[0] for k in timed),
                page_faults_per_step=statistics.median(k[1] for k in timed))
   if matmul is not None:
-    reference = flops_per_sec(matmul_flops(matmul_size),
+    reference = flops_per_sec(matmul.flops,
                               median_seconds(matmul_times))
     row.update(matmul_flops_per_sec=reference,
                roofline_fraction=roofline_fraction(achieved, reference))

@@ -12,6 +12,7 @@ import numpy as np
 
 from bn_study import models
 from bn_study.models import airbench
+from bn_study.runtime import cpu
 from tests import helpers
 
 
@@ -26,15 +27,17 @@ def _images(n=64, seed=0):
 
 
 def test_patches_are_in_the_conv_kernels_order():
+  # The whitening fit reads its patches as Im2colConv does (cpu.patches).
   images = _images(4)
   kernel = np.random.default_rng(1).normal(size=(2, 2, 3, 5)).astype(
       np.float32)
   conv = jax.lax.conv_general_dilated(
       images, kernel, (1, 1), 'VALID',
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  np.testing.assert_allclose(
-      airbench.patches(images) @ kernel.reshape(-1, 5),
-      np.asarray(conv).reshape(-1, 5), rtol=1e-5, atol=1e-5)
+  rows = cpu.patches(images, 2, 2, (1, 1)).reshape(-1, 12)
+  np.testing.assert_allclose(rows @ kernel.reshape(-1, 5),
+                             np.asarray(conv).reshape(-1, 5), rtol=1e-5,
+                             atol=1e-5)
 
 
 def test_whitening_kernel_whitens_the_patches_it_was_fit_to():

@@ -418,14 +418,12 @@ METHOD_RUNS = {
 
 
 @pytest.mark.parametrize('name', METHOD_RUNS)
-def test_new_methods_train_and_evaluate_through_main(name, tmp_path, monkeypatch,
+def test_new_methods_train_and_evaluate_through_main(name, tmp_path,
                                                      learnable_data_dir):
-  monkeypatch.chdir(helpers.ROOT)
   workdir = tmp_path / name
-  code, err = helpers.main_in_process(helpers.main_command(
+  code, err = helpers.main_here(
       workdir, f'--config.dataset={helpers.LEARNABLE}',
-      f'--config.data_dir={learnable_data_dir}', *COMMON,
-      *METHOD_RUNS[name])[2:])
+      f'--config.data_dir={learnable_data_dir}', *COMMON, *METHOD_RUNS[name])
   assert code == 0, err[-3000:]
   scalars = helpers.read_scalars(str(workdir))
   prefixes = ['eval'] + (['eval_precise', 'eval_batch']

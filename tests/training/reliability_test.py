@@ -2,7 +2,6 @@
 in real subprocesses, compared with an uninterrupted run bit for bit (run
 in this process, as the runs that need no signal are)."""
 
-import contextlib
 import os
 import shutil
 import signal
@@ -36,16 +35,10 @@ def _main(workdir, data_dir, *extra, self_signal=None):
   return helpers.run_main(workdir, *_flags(data_dir, *extra), env=env)
 
 
-def _main_here(workdir, data_dir, *extra):
-  """main.py's flags and main() in this process: (exit status, stderr)."""
-  with contextlib.chdir(ROOT):
-    return helpers.main_in_process(_command(workdir, data_dir, *extra)[2:])
-
-
 @pytest.fixture(scope='module')
 def reference(learnable_data_dir, tmp_path_factory):
   workdir = tmp_path_factory.mktemp('reference')
-  code, err = _main_here(workdir, learnable_data_dir)
+  code, err = helpers.main_here(workdir, *_flags(learnable_data_dir))
   assert code == 0, err[-3000:]
   return workdir, helpers.final_result(workdir)
 
@@ -96,10 +89,9 @@ def test_sigterm_and_resume_with_augmentation_is_bit_exact(
   # one step per call. Stopped: the data on the device, 3 steps per call, a
   # SIGTERM during the call of steps 8-10, resumed.
   straight = tmp_path / 'straight'
-  code, err = _main_here(straight, learnable_data_dir, *AUGMENTED,
-                         '--config.data_on_device=off',
-                         '--config.steps_per_call=1',
-                         '--config.log_every_steps=8')
+  code, err = helpers.main_here(straight, *_flags(
+      learnable_data_dir, *AUGMENTED, '--config.data_on_device=off',
+      '--config.steps_per_call=1', '--config.log_every_steps=8'))
   assert code == 0, err[-3000:]
   stopped = tmp_path / 'stopped'
   proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE,
@@ -141,7 +133,7 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous(
   for path in state_dir.rglob('*'):
     if path.is_file() and 'ocdbt' in str(path.relative_to(state_dir)):
       path.unlink()
-  code, err = _main_here(workdir, learnable_data_dir)
+  code, err = helpers.main_here(workdir, *_flags(learnable_data_dir))
   assert code == 0, err[-3000:]
   warned = caplog.text  # absl's log, in this process.
   assert 'The checkpoint at step 24' in warned
