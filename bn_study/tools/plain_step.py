@@ -16,14 +16,15 @@ from bn_study.training import losses
 from bn_study.training import steps as steps_lib
 
 
-def plain_train_step(state, batch, label_smoothing: float = 0.0):
+def plain_train_step(state, batch, label_smoothing: float = 0.0,
+                     seed: int = 0):
   """One optimizer step and the BN statistics it updates; nothing else."""
 
   def loss_fn(params):
     logits, new_vars = state.apply_fn(
         models.variables(params, state.batch_stats), batch['image'],
         train=True, mutable=['batch_stats'],
-        rngs=models.noise_rngs(0, state.step))
+        rngs=models.noise_rngs(seed, state.step))
     loss = losses.cross_entropy(logits, batch['label'], label_smoothing)
     return loss.mean(), new_vars.get('batch_stats', {})
 
@@ -40,7 +41,7 @@ def harness_overhead(setup: step_timing.Setup, batch_size: int, repeats: int,
   timed alternately (medians)."""
   batch = step_timing.fake_batch(setup, batch_size)
   plain = jax.jit(plain_train_step, donate_argnums=0,
-                  static_argnames='label_smoothing')
+                  static_argnames=('label_smoothing', 'seed'))
   holder = {'ours': jax.tree.map(jnp.copy, setup.state),
             'plain': jax.tree.map(jnp.copy, setup.state),
             'metrics': steps_lib.TrainMetrics.empty()}
@@ -52,7 +53,8 @@ def harness_overhead(setup: step_timing.Setup, batch_size: int, repeats: int,
 
   def bare():
     holder['plain'] = plain(holder['plain'], batch,
-                            label_smoothing=setup.config.label_smoothing)
+                            label_smoothing=setup.config.label_smoothing,
+                            seed=setup.config.seed)
     jax.block_until_ready(holder['plain'])
 
   ours_s, plain_s = (step_timing.median_seconds(t) for t in
