@@ -9,6 +9,7 @@ stopped it, STOPPED. A sweep folder holds SWEEP and one run folder per point
 """
 
 import json
+import math
 import os
 from typing import Any, Dict, Optional
 
@@ -44,6 +45,13 @@ def flatten(config: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
   return out
 
 
+def run_steps(num_epochs, steps_per_epoch: int) -> int:
+  """The run's length in steps: num_epochs may be a fraction (airbench94's
+  9.9), and a part of an epoch counts as a step (PyTorch's ceil)."""
+  # round() first: 9.9 * 48 is 475.20000000000005, and 3.0 * 10 must be 30.
+  return math.ceil(round(num_epochs * steps_per_epoch, 6))
+
+
 def is_finished(workdir, overrides: Optional[Dict[str, Any]] = None) -> bool:
   """Whether main.py has written its final checkpoint in `workdir`.
 
@@ -57,7 +65,7 @@ def is_finished(workdir, overrides: Optional[Dict[str, Any]] = None) -> bool:
   except (OSError, ValueError):
     return False
   epochs = (overrides or {}).get('num_epochs', config['num_epochs'])
-  total = epochs * dataset['steps_per_epoch']
+  total = run_steps(epochs, dataset['steps_per_epoch'])
   ckpt_dir = workdir / CHECKPOINTS
   steps = [int(p.name) for p in ckpt_dir.iterdir()
            if p.name.isdigit()] if ckpt_dir.is_dir() else []

@@ -63,6 +63,27 @@ def get_config():
   config.weight_decay_style = 'decoupled'
   config.weight_decay_norms = False  # Decay the norms' scale and bias too?
   config.weight_decay_biases = True  # Decay the convs' and dense biases?
+  # sgd: the norms' biases (beta) learn at this multiple of the rate, their
+  # weight decay unchanged (airbench94's 64; 1: off).
+  config.norm_bias_lr_multiplier = 1.0
+  # 0: learning_rate and weight_decay are used as given. N (airbench94's
+  # 1024): both are "per N examples" (Jordan 2024): the rate on the summed
+  # loss is learning_rate / (N (1 + 1 / (1 - momentum))), which is
+  # batch_size times less than on the mean loss the step takes; each step
+  # decays the weights by weight_decay * batch_size / (N (1 + 1 / (1 -
+  # momentum))) times the schedule, through the momentum (sgd, coupled).
+  config.per_examples = 0
+  # triangular: from lr_start_factor * lr up to lr at lr_peak_at (a fraction
+  # of the run), then down to lr_end_factor * lr at the end (airbench94's).
+  config.lr_start_factor = 0.2
+  config.lr_peak_at = 0.23
+  config.lr_end_factor = 0.07
+  # Lookahead as airbench94 (Jordan 2024): every lookahead_every steps (0:
+  # off) the weights and the running averages move to their EMA with decay
+  # lookahead_decay^every * (step / steps)^3, and the EMA is copied back;
+  # at the last step the weights become the EMA.
+  config.lookahead_every = 0
+  config.lookahead_decay = 0.95
   # Train loss targets 1 - a on the label, a / classes everywhere (0: off).
   config.label_smoothing = 0.0
   # Adaptive gradient clipping (Brock et al. 2021b; optax's
@@ -186,6 +207,9 @@ def get_config():
   #   virtual_batch_size = batch_size / devices. Running averages stay one
   #   replicated copy either way.
   config.model.stats_scope = 'global'
+  # airbench: epochs the whitening conv's bias trains before it is frozen
+  # (its kernel, fit to the data, never trains).
+  config.model.whiten_bias_epochs = 3
 
   # Population statistics for eval, any of (comma-separated):
   # ema: the running averages (logged as eval/*);

@@ -117,12 +117,13 @@ def gather(split: dict, indices, mesh) -> dict:
   return {'image': image, 'label': label}
 
 
-def crop_flip(images, params):
+def crop_flip(images, params, augment='crop_flip'):
   """input_pipeline.crop_flip in JAX: each uint8 image padded, cropped at
   its (top, left) and mirrored where its flip is 1."""
-  pad = data_order.CROP_PAD
+  pad, mode = data_order.PADDING[augment]
   height, width = images.shape[1], images.shape[2]
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)),
+                   mode=mode)
   rows = params[:, :1] + jnp.arange(height)[None]
   cols = params[:, 1:2] + jnp.arange(width)[None]
   cols = jnp.where(params[:, 2:] > 0, cols[:, ::-1], cols)
@@ -148,7 +149,7 @@ class DeviceData:
     self.info = info = source.info
     self._mesh = mesh
     self._seed = config.seed
-    self._augment = config.augment == 'crop_flip'
+    self._augment = None if config.augment == 'none' else config.augment
     self.batch_size = config.batch_size
     self.eval_batch_size = config.eval_batch_size
     self.steps_per_epoch = info.num_train // config.batch_size
@@ -174,8 +175,8 @@ class DeviceData:
       n = self.info.num_train
       order = data_order.batches(data_order.permutation(self._seed, epoch, n),
                                  self.batch_size).reshape(-1)
-      crops = (data_order.crop_flip(self._seed, epoch, n) if self._augment
-               else np.zeros((1, 3), np.int32))
+      crops = (data_order.augment_params(self._augment, self._seed, epoch, n)
+               if self._augment else np.zeros((1, 3), np.int32))
       self._plan = (epoch, jax.device_put(
           {'order': order, 'crops': crops}, self._repl))
     return self._plan[1]
@@ -195,7 +196,7 @@ class DeviceData:
     batch = gather(inputs['split'], indices, self._mesh)
     image = batch['image']
     if self._augment:
-      image = crop_flip(image, plan['crops'][indices])
+      image = crop_flip(image, plan['crops'][indices], self._augment)
     return {'image': self._to_float(image), 'label': batch['label']}
 
   def batch(self, inputs: dict, position: int) -> dict:

@@ -146,13 +146,14 @@ def to_float(image, table):
   return tf.gather(table, index)
 
 
-def crop_flip(images, params):
-  """He et al.'s augmentation of a batch of uint8 images, each by its row
-  of data_order.crop_flip's (top, left, flip) (device_data.crop_flip in
-  JAX)."""
-  pad = data_order.CROP_PAD
+def crop_flip(images, params, augment='crop_flip'):
+  """`augment`'s crops and flips of a batch of uint8 images, each by its
+  row of data_order.augment_params' (top, left, flip) (device_data.crop_flip
+  in JAX)."""
+  pad, mode = data_order.PADDING[augment]
   height, width = images.shape[1], images.shape[2]
-  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]],
+                  mode=mode.upper())
   rows = params[:, :1] + tf.range(height)[None]
   cols = params[:, 1:2] + tf.range(width)[None]
   cols = tf.where(params[:, 2:] > 0, cols[:, ::-1], cols)
@@ -295,14 +296,15 @@ class Pipeline:
       images, labels = (tf.constant(a) for a in self.read_train(keep))
       rows = np.searchsorted(keep, indices).astype(np.int32)
     params = np.zeros((*indices.shape, 3), np.int32)
-    if self._augment == 'crop_flip':
-      params = data_order.crop_flip(self._seed, epoch, n)[indices]
-    augment = self._augment == 'crop_flip'
+    augment = self._augment
+    if augment != 'none':
+      params = data_order.augment_params(augment, self._seed, epoch,
+                                         n)[indices]
 
     def batch(rows, params):
       image = tf.gather(images, rows)
-      if augment:
-        image = crop_flip(image, params)
+      if augment != 'none':
+        image = crop_flip(image, params, augment)
       return {'image': self._to_float(image), 'label': tf.gather(labels, rows)}
 
     ds = tf.data.Dataset.from_tensor_slices((rows, params))

@@ -11,9 +11,13 @@ import numpy as np
 
 # augment: none | crop_flip (pad CROP_PAD pixels with zeros, a random crop
 # back to the image's size, a random horizontal flip: He et al. 2016 on
-# CIFAR).
-AUGMENTS = ('none', 'crop_flip')
+# CIFAR) | airbench (pad 2 pixels by reflection, a random crop; each image
+# flipped at random once, then every image mirrored in odd epochs: Jordan
+# 2024's alternating flip).
+AUGMENTS = ('none', 'crop_flip', 'airbench')
 CROP_PAD = 4
+# augment -> (pixels padded on each side, numpy/jnp.pad's mode).
+PADDING = {'crop_flip': (CROP_PAD, 'constant'), 'airbench': (2, 'reflect')}
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -35,6 +39,27 @@ def crop_flip(seed: int, epoch: int, num_examples: int) -> np.ndarray:
   offsets = rng.integers(0, 2 * CROP_PAD + 1, (num_examples, 2))
   flips = rng.integers(0, 2, (num_examples, 1))
   return np.concatenate([offsets, flips], axis=1).astype(np.int32)
+
+
+def airbench(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """crop_flip's rows for augment=airbench: offsets 0 to 4 in the image
+  padded by 2, drawn each epoch; the flip drawn once per example for the
+  run, then inverted in odd epochs, so each image is seen both ways in
+  turn."""
+  rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 1]))
+  pad = PADDING['airbench'][0]
+  offsets = rng.integers(0, 2 * pad + 1, (num_examples, 2))
+  once = np.random.default_rng(np.random.SeedSequence([seed, 2])).integers(
+      0, 2, (num_examples, 1))
+  return np.concatenate([offsets, once ^ (epoch % 2)], axis=1).astype(
+      np.int32)
+
+
+def augment_params(augment: str, seed: int, epoch: int,
+                   num_examples: int) -> np.ndarray:
+  """The epoch's (top, left, flip) rows of `augment` (not none)."""
+  return {'crop_flip': crop_flip, 'airbench': airbench}[augment](
+      seed, epoch, num_examples)
 
 
 def batches(order: np.ndarray, batch_size: int) -> np.ndarray:

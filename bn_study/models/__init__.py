@@ -30,6 +30,8 @@ class Family:
   placements: Tuple[str, ...]  # The model.placement values it implements.
   default_depth: int = 0  # model.depth when None; 0: the family has none.
   validate: Callable = lambda cfg: None  # Its own fields.
+  # {param path: epochs it trains before it is frozen (0: never trains)}.
+  frozen: Callable = lambda cfg: {}
 
 
 FAMILIES: Dict[str, Family] = {
@@ -41,9 +43,15 @@ FAMILIES: Dict[str, Family] = {
                             resnet.validate_preact),
     'vgg': Family(vgg.VGG, vgg.PLACEMENTS, 16, vgg.validate),
     'airbench': Family(airbench.AirBench, airbench.PLACEMENTS,
-                       validate=airbench.validate),
+                       validate=airbench.validate, frozen=airbench.frozen),
 }
 KINDS = tuple(FAMILIES)
+
+
+def frozen(model_config) -> Dict[Tuple[str, ...], float]:
+  """{param path: epochs it trains} for the params the family freezes
+  (the optimizer zeroes their updates from then on)."""
+  return FAMILIES[model_config.kind].frozen(model_config)
 
 
 def variables(params, batch_stats):

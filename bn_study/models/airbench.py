@@ -10,7 +10,8 @@ The block convs start as the paper's: PyTorch's default
 uniform init, then the identity (dirac) on their first in-channels.
 
 The whitening kernel is not learned: `whitening_kernel` fits it to training
-images (the training recipe puts it in the params and freezes it).
+images (training/whitening.py puts it in the params; `frozen` tells the
+optimizer to leave it, and its bias after model.whiten_bias_epochs).
 """
 
 import flax.linen as nn
@@ -91,8 +92,15 @@ class AirBench(layers.Family):
     return L.out(x.astype(jnp.float32) * LOGIT_SCALE, 'logits')
 
 
+def frozen(cfg):
+  """The whitening kernel never trains; its bias trains for
+  model.whiten_bias_epochs."""
+  return {('whiten', 'kernel'): 0, ('whiten', 'bias'): cfg.whiten_bias_epochs}
+
+
 def validate(cfg):
   if cfg.depth not in (None, 0):
     raise errors.UserError(
         f'model.depth={cfg.depth!r}: model.kind=airbench has one depth '
         '(leave model.depth unset); model.width scales its 64-256-256.')
+  errors.check_number('model.whiten_bias_epochs', cfg.whiten_bias_epochs, 0)

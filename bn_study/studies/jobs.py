@@ -121,10 +121,11 @@ def plan(root: epath.Path, config_path: str, names: Sequence[str],
   for e in extra:
     if e.startswith('num_epochs='):
       try:
-        epochs = int(e.split('=', 1)[1])
+        epochs = float(e.split('=', 1)[1])
       except ValueError as err:
         raise grid.SweepError(
-            f'--set={e!r}: num_epochs must be an integer.') from err
+            f'--set={e!r}: num_epochs must be a number.') from err
+      epochs = int(epochs) if epochs.is_integer() else epochs
   for name, point in zip(names, points):
     run_dir = root / name
     wanted = {'num_epochs': epochs, **point}  # --set's, unless the point's.

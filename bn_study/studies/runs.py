@@ -38,7 +38,8 @@ class Run:
   def total_steps(self) -> Optional[int]:
     if not self.steps_per_epoch:
       return None
-    return self.config['num_epochs'] * self.steps_per_epoch
+    return workdir_lib.run_steps(self.config['num_epochs'],
+                                 self.steps_per_epoch)
 
   @property
   def last_step(self) -> int:

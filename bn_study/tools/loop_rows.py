@@ -130,7 +130,7 @@ def loop_row(row: Row, config, cache_dir: str, loop_seconds: float,
   step_s = step_timing.measure_batch_size(
       step_timing.make_setup(config, info, steps_per_epoch), batch_size,
       repeats, warmup, None)['step_s']
-  num_steps = config.num_epochs * steps_per_epoch
+  num_steps = workdir_lib.run_steps(config.num_epochs, steps_per_epoch)
   stop = int(min(num_steps, max(20, loop_seconds / step_s)))
   with tempfile.TemporaryDirectory() as tmp:
     # The first launch fills the compilation cache; its steps are timed

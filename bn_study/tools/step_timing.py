@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bn_study import models
+from bn_study import workdir as workdir_lib
 from bn_study.runtime import cpu
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import optim
@@ -137,8 +138,9 @@ def make_setup(config, info, steps_per_epoch) -> Setup:
   """The model, state and jitted steps of `config` (validated by the caller:
   training/validate.py), on dataset `info`."""
   mesh = mesh_lib.make_mesh()
-  model = models.create_model(config.model, info.num_classes,
-                              config.num_epochs * steps_per_epoch, mesh.size)
+  model = models.create_model(
+      config.model, info.num_classes,
+      workdir_lib.run_steps(config.num_epochs, steps_per_epoch), mesh.size)
   tx, schedule = optim.make_optimizer(config, steps_per_epoch)
   state = steps_lib.create_train_state(config, model, info.image_shape, tx,
                                        mesh)

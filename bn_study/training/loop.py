@@ -121,7 +121,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   feed = feeds.make_feed(config, mesh, steps_per_call)
   info = feed.info
   steps_per_epoch = feed.steps_per_epoch
-  num_steps = config.num_epochs * steps_per_epoch
+  num_steps = workdir_lib.run_steps(config.num_epochs, steps_per_epoch)
   model = models.create_model(config.model, info.num_classes, num_steps,
                               mesh.size)
   tx, schedule = optim.make_optimizer(config, steps_per_epoch)
@@ -162,7 +162,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   evaluate = evaluator.Evaluator(config, model, mesh, steps, feed)
   measure = _Measure(config, model, mesh, feed, info.image_shape)
   report = summaries.progress(num_steps, writer)
-  logging.info('Training %d epochs of %d steps (batch %d) from step %d on %d '
+  logging.info('Training %g epochs of %d steps (batch %d) from step %d on %d '
                'devices; data %s.', config.num_epochs, steps_per_epoch,
                config.batch_size, step, mesh.size,
                'on the devices' if feed.on_device else 'from tf.data')
@@ -209,7 +209,9 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
         if step % config.log_every_steps == 0:
           train_log.add(step, train_metrics)
           train_metrics = jax.device_put(steps_lib.TrainMetrics.empty(), repl)
-        epoch_end = step % steps_per_epoch == 0
+        # A fractional num_epochs ends the run within an epoch: that counts
+        # as the end of one.
+        epoch_end = step % steps_per_epoch == 0 or step == num_steps
         if epoch_end or (config.eval_every_steps
                          and step % config.eval_every_steps == 0):
           with timing.excluded(state):
@@ -219,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
             if epoch_end:
               writer.flush()
               if ((epoch + 1) % config.checkpoint_every_epochs == 0
-                  or epoch + 1 == config.num_epochs):
+                  or step == num_steps):
                 with report.timed('checkpoint'):
                   ckpts.save(step, state, train_metrics)
   finally:

@@ -15,10 +15,10 @@ WIDE_GAP = 0.10
 LAG_DOC = 'docs/normalizers.md#running-averages-that-lag'
 
 
-def text(workdir: str, last: Dict[str, Dict[str, float]], epochs: int,
+def text(workdir: str, last: Dict[str, Dict[str, float]], epochs: float,
          steps: int, seconds: float, config) -> str:
   """`last`: {scalar prefix: {'accuracy', 'loss'}} of the final eval."""
-  lines = [f'Finished {epochs} epochs ({steps} steps) in '
+  lines = [f'Finished {epochs:g} epochs ({steps} steps) in '
            f'{seconds / 60:.1f} min; workdir {workdir}']
   width = max(len(MODE_NAMES[p]) for p in last)
   for prefix, result in last.items():

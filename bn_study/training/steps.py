@@ -18,6 +18,7 @@ from bn_study import models
 from bn_study.runtime import cpu
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import losses
+from bn_study.training import optim
 
 # What a step whose loss or gradient is not finite does (config.nonfinite).
 NONFINITE = ('stop', 'skip')
@@ -54,9 +55,12 @@ def create_train_state(config, model, image_shape, tx, mesh) -> TrainState:
   def init(rng):
     x = jnp.zeros((1, *image_shape), jnp.float32)
     variables = model.init(rng, x, train=False)
-    return TrainState.create(
-        apply_fn=model.apply, params=variables['params'], tx=tx,
-        batch_stats=variables.get('batch_stats', {}))
+    batch_stats = variables.get('batch_stats', {})
+    state = TrainState.create(apply_fn=model.apply,
+                              params=variables['params'], tx=tx,
+                              batch_stats=batch_stats)
+    return state.replace(
+        opt_state=optim.with_batch_stats(state.opt_state, batch_stats))
 
   rng = jax.random.key(config.seed)
   return jax.jit(init, out_shardings=mesh_lib.replicated(mesh))(rng)
@@ -85,8 +89,10 @@ def train_step(state: TrainState, batch, train_metrics: TrainMetrics,
 
   grads, (logits, loss, batch_stats) = jax.grad(loss_fn, has_aux=True)(
       state.params)
-  updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  updates, opt_state = state.tx.update(grads, state.opt_state, state.params,
+                                       batch_stats=batch_stats)
   params = optax.apply_updates(state.params, updates)
+  batch_stats = optim.synced_batch_stats(opt_state, batch_stats)
   grad_norm = cpu.global_norm(grads)
   # The update as applied, new minus old params (XLA fuses it with the
   # update itself; docs/performance.md).

@@ -32,8 +32,9 @@ def validate(config, batch_sizes: Optional[Dict[str, int]] = None):
   """Every field that needs nothing but the config; `batch_sizes` ({flag:
   size}) are batches the model will normalize beyond the config's own (the
   benchmark's)."""
-  for field in ('batch_size', 'eval_batch_size', 'num_epochs',
-                'log_every_steps', 'checkpoint_every_epochs',
+  # A fraction of an epoch counts as a step (workdir.run_steps).
+  errors.check_number('num_epochs', config.num_epochs, 0, low_open=True)
+  for field in ('batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoint_every_epochs',
                 'max_checkpoints_to_keep', 'precise_bn_batches'):
     errors.check_positive_int(field, config[field])
   _check_non_negative_int('eval_every_steps', config.eval_every_steps,
@@ -84,6 +85,29 @@ def _validate_optimizer(config):
   errors.check_number('eps', config.eps, 0)
   errors.check_number('weight_decay', config.weight_decay, 0)
   errors.check_number('agc_clipping', config.agc_clipping, 0)
+  errors.check_number('norm_bias_lr_multiplier',
+                      config.norm_bias_lr_multiplier, 0, low_open=True)
+  if config.norm_bias_lr_multiplier != 1 and config.optimizer != 'sgd':
+    raise errors.UserError(
+        f'norm_bias_lr_multiplier={config.norm_bias_lr_multiplier} scales the '
+        'norms\' bias gradients, which Adam\'s update does not see; use it '
+        'with optimizer=sgd, or leave it 1.')
+  _check_non_negative_int('per_examples', config.per_examples,
+                          '0: learning_rate and weight_decay as given')
+  if config.per_examples and (config.optimizer != 'sgd'
+                              or config.weight_decay_style != 'coupled'):
+    raise errors.UserError(
+        f'per_examples={config.per_examples} is airbench\'s scaling of SGD '
+        'with decay through the momentum; set optimizer=sgd and '
+        f'weight_decay_style=coupled (not {config.optimizer!r} and '
+        f'{config.weight_decay_style!r}), or per_examples=0.')
+  if config.lr_schedule == 'triangular':
+    errors.check_number('lr_start_factor', config.lr_start_factor, 0)
+    errors.check_number('lr_end_factor', config.lr_end_factor, 0)
+    errors.check_number('lr_peak_at', config.lr_peak_at, 0, 1, high_open=True)
+  _check_non_negative_int('lookahead_every', config.lookahead_every,
+                          '0: no lookahead')
+  errors.check_number('lookahead_decay', config.lookahead_decay, 0, 1)
   for field in ('weight_decay_norms', 'weight_decay_biases', 'nesterov'):
     if not isinstance(config[field], bool):
       raise errors.UserError(f'{field}={config[field]!r} must be True or False.')

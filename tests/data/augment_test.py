@@ -76,9 +76,10 @@ def test_resuming_mid_epoch_sees_the_same_augmented_images():
     np.testing.assert_array_equal(f['label'], r['label'])
 
 
-def _crop_flip_reference(image, top, left, flip, pad=input_pipeline.CROP_PAD):
+def _crop_flip_reference(image, top, left, flip, pad=input_pipeline.CROP_PAD,
+                         mode='constant'):
   h, w, _ = image.shape
-  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode=mode)
   crop = padded[top:top + h, left:left + w]
   return crop[:, ::-1] if flip else crop
 
@@ -99,6 +100,28 @@ def test_crop_flip_crops_the_padded_image_at_its_offset_and_mirrors():
   # A function of (seed, epoch): the same again, another epoch differs.
   np.testing.assert_array_equal(params, data_order.crop_flip(7, 3, 30))
   assert not np.array_equal(params, data_order.crop_flip(7, 4, 30))
+
+
+def test_airbench_reflects_two_pixels_and_alternates_the_flip():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (40, 8, 8, 3)).astype(np.uint8)
+  even, odd = (data_order.airbench(seed=7, epoch=e, num_examples=40)
+               for e in (2, 3))
+  assert even[:, :2].min() == 0 and even[:, :2].max() == 4
+  # The flip is drawn once: odd epochs see every image the other way.
+  np.testing.assert_array_equal(odd[:, 2], 1 - even[:, 2])
+  np.testing.assert_array_equal(
+      data_order.airbench(7, 0, 40)[:, 2], even[:, 2])
+  assert set(even[:, 2]) == {0, 1}
+  out = input_pipeline.crop_flip(tf.constant(images), tf.constant(odd),
+                                 'airbench')
+  device = device_data.crop_flip(images, odd, 'airbench')
+  for image, (top, left, flip), got, dev in zip(images, odd, out.numpy(),
+                                                np.asarray(device)):
+    # PyTorch's reflect padding (F.pad(..., 'reflect')) is numpy's.
+    want = _crop_flip_reference(image, top, left, flip, 2, 'reflect')
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(dev, want)
 
 
 def test_per_channel_normalization_uses_the_train_split():

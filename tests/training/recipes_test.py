@@ -4,6 +4,7 @@ weight decay, Nesterov, the learning-rate schedules, label smoothing."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bn_study import errors
@@ -120,6 +121,103 @@ def test_cosine_and_constant():
       [0.0, 0.05, 0.1, 0.1])
 
 
+def test_triangular_schedule_is_airbenchs():
+  # airbench94's get_lr, written from its description: warmup to int(23%)
+  # of the steps from 0.2, then down to 0.07 at the last step.
+  total, lr = 100, 0.1
+  warm = int(total * 0.23)
+
+  def airbench(step):
+    if step < warm:
+      frac = step / warm
+      return 0.2 * (1 - frac) + 1.0 * frac
+    frac = (step - warm) / (total - warm)
+    return 1.0 * (1 - frac) + 0.07 * frac
+
+  schedule = _schedule(lr_schedule='triangular')
+  np.testing.assert_allclose([float(schedule(s)) for s in range(total + 1)],
+                             [lr * airbench(s) for s in range(total + 1)],
+                             rtol=1e-6)
+
+
+def test_per_examples_is_airbenchs_kilostep_scaling():
+  # airbench94: lr 11.5 and wd 0.0153 per 1024 examples, momentum 0.85,
+  # batch 1024, the summed loss: SGD(lr=11.5 / ks, weight_decay=wd * 1024
+  # / ks / lr_sgd) with ks = 1024 * (1 + 1 / 0.15). On the mean loss the
+  # rate is 1024 times that: 1.5.
+  config = helpers.tiny_config(
+      optimizer='sgd', momentum=0.85, nesterov=True, learning_rate=11.5,
+      weight_decay=0.0153, weight_decay_style='coupled', per_examples=1024,
+      batch_size=1024)
+  ks = 1024 * (1 + 1 / (1 - 0.85))
+  lr_sgd = 11.5 / ks
+  assert optim.learning_rate(config) == pytest.approx(1024 * lr_sgd)
+  assert optim.learning_rate(config) == pytest.approx(1.5)
+  # torch's decay coefficient, (wd * batch / ks) / lr_sgd, is on the summed
+  # loss's gradient: the weights lose lr_sgd times it a step, as here.
+  torch_decay = 0.0153 * 1024 / ks / lr_sgd
+  assert (optim.learning_rate(config) * optim.weight_decay(config)
+          == pytest.approx(lr_sgd * torch_decay))
+
+
+def test_norm_bias_lr_multiplier_leaves_the_decay_alone():
+  # airbench's bias group: lr 64x, weight_decay / 64, so the decay a step
+  # is the same: -lr (64 g + wd w) for the norms' biases only.
+  got = _update('sgd', 'coupled', norm_bias_lr_multiplier=64.0,
+                weight_decay_norms=True)
+  want = _by_hand(lambda w, g, d: -LR * (g + d * w), norms=True)
+  want['conv1_norm']['bias'] = -LR * (64 * G['conv1_norm']['bias']
+                                      + WD * W['conv1_norm']['bias'])
+  _assert_tree_close(got, want)
+
+
+def _lookahead_reference(params, stats, grads, new_stats, lr, every, total):
+  """airbench's LookaheadState over plain SGD, in numpy: the EMA of the
+  state dict (weights and running averages) and its copy back."""
+  ema = {k: v.copy() for k, v in {**params, **stats}.items()}
+  net = {k: v.copy() for k, v in {**params, **stats}.items()}
+  for step in range(1, total + 1):
+    for k in params:
+      net[k] = net[k] - lr * grads[step - 1][k]
+    for k in stats:
+      net[k] = new_stats[step - 1][k]
+    decay = None
+    if step % every == 0:
+      decay = 0.95**every * (step / total)**3
+    if step >= total:
+      decay = 1.0
+    if decay is not None:
+      for k in ema:
+        ema[k] = ema[k] + (1 - decay) * (net[k] - ema[k])
+        net[k] = ema[k].copy()
+  return net
+
+
+def test_lookahead_against_airbenchs_state_dict_ema():
+  every, total, lr = 3, 8, 0.5
+  rng = np.random.default_rng(0)
+  params = {'w': rng.normal(size=4).astype(np.float32)}
+  stats = {'mean': np.zeros(2, np.float32)}
+  grads = [{'w': rng.normal(size=4).astype(np.float32)} for _ in range(total)]
+  new_stats = [{'mean': rng.normal(size=2).astype(np.float32)}
+               for _ in range(total)]
+  want = _lookahead_reference(params, stats, grads, new_stats, lr, every,
+                              total)
+  tx = optim.lookahead(optax.sgd(lr), every, 0.95, total)
+  state = optim.with_batch_stats(tx.init(params), stats)
+  p, s = jax.tree.map(jnp.asarray, params), stats
+  for step in range(total):
+    updates, state = tx.update(grads[step], state, p,
+                               batch_stats=new_stats[step])
+    p = optax.apply_updates(p, updates)
+    s = optim.synced_batch_stats(state, new_stats[step])
+  np.testing.assert_allclose(p['w'], want['w'], rtol=1e-5)
+  np.testing.assert_allclose(s['mean'], want['mean'], rtol=1e-5)
+  # Without lookahead the weights would be plain SGD's.
+  sgd = params['w'] - lr * sum(g['w'] for g in grads)
+  assert not np.allclose(p['w'], sgd, rtol=1e-3)
+
+
 def test_label_smoothing_by_hand():
   logits = jnp.array([[2.0, 0.5, -1.0], [0.0, 1.0, 3.0]])
   labels = jnp.array([0, 1])
@@ -141,6 +239,10 @@ def test_label_smoothing_by_hand():
     ('weight_decay_style', 'l2', "weight_decay_style='l2'.*allowed"),
     ('label_smoothing', 1.0, 'label_smoothing=1.0'),
     ('lr_decay_factor', 0.0, 'lr_decay_factor=0.0'),
+    ('norm_bias_lr_multiplier', 64.0, 'norm_bias_lr_multiplier=64.0.*sgd'),
+    ('per_examples', 1024, 'per_examples=1024.*optimizer=sgd'),
+    ('lookahead_decay', 1.5, 'lookahead_decay=1.5'),
+    ('num_epochs', 0, 'num_epochs=0'),
 ])
 def test_bad_recipe_fields_are_user_errors(field, value, match):
   with pytest.raises(errors.UserError, match=match):
