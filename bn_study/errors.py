@@ -47,7 +47,8 @@ def check_number(field, value, low=None, high=None, low_open=False,
 def check_choice(field, value, allowed):
   if value not in allowed:
     raise UserError(
-        f'{field}={value!r} is not supported; allowed: {", ".join(allowed)}.')
+        f'{field}={value!r} is not supported; allowed: '
+        f'{", ".join(map(str, allowed))}.')
 
 
 class Preempted(Exception):

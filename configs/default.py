@@ -217,7 +217,12 @@ def get_config():
   #   precise_bn_batches training batches with the weights frozen
   #   (eval_precise/*);
   # batch: each eval batch normalized by its own statistics (eval_batch/*).
+  # tta: the running averages over test-time augmentation's views
+  #   (eval_tta/*; bn_study/training/tta.py), at the run's end only:
+  #   tta_level 1 the image and its mirror, 2 also each moved by a pixel
+  #   (airbench's 6 views).
   config.eval_stats = 'ema'
+  config.tta_level = 2
   config.precise_bn_batches = 10
   # PreciseBN leaves the checkpointed running averages alone unless this is
   # True; then they are replaced by the PreciseBN statistics after each epoch.

@@ -147,6 +147,7 @@ class DeviceData:
 
   def __init__(self, source, config, mesh):
     self.info = info = source.info
+    self.source = source
     self._mesh = mesh
     self._seed = config.seed
     self._augment = None if config.augment == 'none' else config.augment

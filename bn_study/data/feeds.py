@@ -6,7 +6,10 @@ splits kept on the devices. The train loop sees one interface:
 - `take(inputs, position, i)`: under jit, the global batch of the call's
   i-th step, at `position` in the epoch;
 - `batch(inputs, position)`: the call's first batch, now (instruments);
-- `eval()`, `probe(size)`, `batches(epoch)` (PreciseBN): global batches.
+- `eval()`, `probe(size)`, `batches(epoch)` (PreciseBN): global batches;
+- `first_train_images(n)`: the split's first n images as the model sees
+  them, unaugmented, on the host (what a family fits itself to:
+  airbench's whitening).
 
 Which one a run gets: data_on_device (device_data.wanted). Without
 TensorFlow installed, only the devices' (from an image folder).
@@ -26,6 +29,13 @@ from bn_study import errors
 from bn_study.data import image_folder
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.runtime import process
+def _first_train_images(source, n: int) -> np.ndarray:
+  images, _ = source.read_train(np.arange(min(n, source.info.num_train)))
+  info = source.info
+  table = dataset_info.pixel_table(info.pixel_mean, info.pixel_std)
+  return table[images.astype(np.int32) + 256 * np.arange(images.shape[-1])]
+
+
 class HostFeed:
   """tf.data batches (input_pipeline.Pipeline), stacked `steps_per_call`
   deep: every call gets the same shapes (unused steps zero), so one
@@ -84,6 +94,9 @@ class HostFeed:
       for batch in self._pipeline.train(e):
         yield mesh_lib.global_batch(batch, self._mesh)
 
+  def first_train_images(self, n: int) -> np.ndarray:
+    return _first_train_images(self._pipeline, n)
+
 
 class DeviceFeed:
   """Batches gathered and cropped on the devices (device_data.DeviceData)."""
@@ -117,6 +130,9 @@ class DeviceFeed:
 
   def batches(self, epoch: int) -> Iterator[dict]:
     return self._data.batches(epoch)
+
+  def first_train_images(self, n: int) -> np.ndarray:
+    return _first_train_images(self._data.source, n)
 
 
 def validate(config):

@@ -32,6 +32,9 @@ class Family:
   validate: Callable = lambda cfg: None  # Its own fields.
   # {param path: epochs it trains before it is frozen (0: never trains)}.
   frozen: Callable = lambda cfg: {}
+  # Params fit to the training data before the first step: (how many of the
+  # split's first images, images -> {param path: value}), or None.
+  data_init: Optional[Tuple[int, Callable]] = None
 
 
 FAMILIES: Dict[str, Family] = {
@@ -43,7 +46,9 @@ FAMILIES: Dict[str, Family] = {
                             resnet.validate_preact),
     'vgg': Family(vgg.VGG, vgg.PLACEMENTS, 16, vgg.validate),
     'airbench': Family(airbench.AirBench, airbench.PLACEMENTS,
-                       validate=airbench.validate, frozen=airbench.frozen),
+                       validate=airbench.validate, frozen=airbench.frozen,
+                       data_init=(airbench.WHITEN_IMAGES,
+                                  airbench.data_init)),
 }
 KINDS = tuple(FAMILIES)
 
@@ -52,6 +57,12 @@ def frozen(model_config) -> Dict[Tuple[str, ...], float]:
   """{param path: epochs it trains} for the params the family freezes
   (the optimizer zeroes their updates from then on)."""
   return FAMILIES[model_config.kind].frozen(model_config)
+
+
+def data_init(model_config) -> Optional[Tuple[int, Callable]]:
+  """(n, fit): the family's params fit to the split's first n training
+  images by fit(images) -> {param path: value}, or None."""
+  return FAMILIES[model_config.kind].data_init
 
 
 def variables(params, batch_stats):

@@ -26,6 +26,7 @@ WHITEN_KERNEL = 2
 # The eigenvectors of a 2x2x3 patch's covariance (12) and their negatives.
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL**2
 WHITEN_EPS = 5e-4  # Added to each eigenvalue before its inverse square root.
+WHITEN_IMAGES = 5000  # The training split's first, as the paper fits it.
 LOGIT_SCALE = 1 / 9
 PLACEMENTS = ('pre_act',)  # conv -> (pool) -> norm -> GELU, as the paper.
 # PyTorch's default conv and linear init, U(+-1/sqrt(fan_in)), which the
@@ -86,10 +87,20 @@ class AirBench(layers.Family):
         if i == 1:
           x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = L.out(L.norm_act(x, name), name)
-    x = L.out(x.max(axis=(1, 2)), 'pool')
+    # A max pool over the whole map, as the paper's MaxPool2d(3): its
+    # gradient goes to one maximum. (jnp.max's splits it among the elements
+    # equal to the maximum, and XLA:CPU at optimization level 0 can
+    # recompute them too differently for any to be: 0 / 0.)
+    x = nn.max_pool(x, x.shape[1:3])
+    x = L.out(x.reshape(x.shape[0], -1), 'pool')
     x = nn.Dense(self.num_classes, use_bias=False, dtype=L.dtype,
                  kernel_init=TORCH_INIT, name='logits')(x)
     return L.out(x.astype(jnp.float32) * LOGIT_SCALE, 'logits')
+
+
+def data_init(images):
+  """{param path: value} fit to training images: the whitening kernel."""
+  return {('whiten', 'kernel'): whitening_kernel(images)}
 
 
 def frozen(cfg):

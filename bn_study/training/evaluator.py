@@ -1,6 +1,8 @@
 """Evaluation in each of config.eval_stats' modes: with the running averages
-(ema), with PreciseBN's population statistics (precise), or with each eval
-batch's own statistics (batch)."""
+(ema), with PreciseBN's population statistics (precise), with each eval
+batch's own statistics (batch), or with the running averages over
+test-time augmentation's views (tta: tta.py, at tta_level; at the run's
+end only, since it costs tta's forward passes several times over)."""
 
 from absl import logging
 import jax
@@ -11,7 +13,8 @@ from bn_study.training import precise_bn
 from bn_study.training import steps as steps_lib
 
 # eval_stats mode -> the prefix of its scalars.
-EVAL_STATS = {'ema': 'eval', 'precise': 'eval_precise', 'batch': 'eval_batch'}
+EVAL_STATS = {'ema': 'eval', 'precise': 'eval_precise', 'batch': 'eval_batch',
+              'tta': 'eval_tta'}
 
 
 def eval_stats_modes(config):
@@ -49,13 +52,19 @@ class Evaluator:
                      if 'precise' in self.modes else None)
     self.last = {}  # {prefix: {'accuracy', 'loss'}} of the latest eval.
 
-  def __call__(self, state, epoch: int, step: int, writer):
+  def __call__(self, state, epoch: int, step: int, writer,
+               final: bool = True):
     """The state, with PreciseBN's statistics in it only when
-    `precise_bn_replaces_ema` asks for that."""
+    `precise_bn_replaces_ema` asks for that. `final`: the run's last eval,
+    the only one with tta."""
     steps, feed, mesh = self._steps, self._feed, self._mesh
     scalars, precise_stats = {}, None
     for mode in self.modes:
-      if mode == 'batch':
+      if mode == 'tta' and not final:
+        continue
+      if mode == 'tta':
+        result = evaluate(steps.eval_tta, state, feed.eval(), mesh)
+      elif mode == 'batch':
         result = evaluate(steps.eval_batch, state, feed.eval(), mesh)
       elif mode == 'precise':
         # The epoch's own batches, continuing into later epochs if K > 1 epoch.

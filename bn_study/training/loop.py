@@ -17,6 +17,7 @@ from bn_study.data import feeds
 from bn_study.runtime import cpu
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import checkpoints
+from bn_study.training import data_init
 from bn_study.training import evaluator
 from bn_study.training import instruments
 from bn_study.training import loop_timing
@@ -130,6 +131,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
                                        mesh)
   repl = mesh_lib.replicated(mesh)
   train_metrics = jax.device_put(steps_lib.TrainMetrics.empty(), repl)
+  state = data_init.fit(state, config, feed, workdir, mesh)
   ckpts = checkpoints.Checkpoints(str(workdir), config.max_checkpoints_to_keep)
   state, train_metrics = _resume(ckpts, state, train_metrics, config)
   step = int(state.step)
@@ -153,7 +155,8 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
 
   skip_nonfinite = config.nonfinite == 'skip'
   steps = steps_lib.jit_steps(mesh, schedule, skip_nonfinite,
-                              config.label_smoothing, config.seed)
+                              config.label_smoothing, config.seed,
+                              config.tta_level)
   loop = steps_lib.jit_train_loop(
       mesh, schedule, feed.take, steps_per_epoch, skip_nonfinite,
       config.label_smoothing,
@@ -217,7 +220,8 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
           with timing.excluded(state):
             train_log.write()
             with report.timed('eval'):
-              state = evaluate(state, epoch, step, writer)
+              state = evaluate(state, epoch, step, writer,
+                               final=step == num_steps)
             if epoch_end:
               writer.flush()
               if ((epoch + 1) % config.checkpoint_every_epochs == 0

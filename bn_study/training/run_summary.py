@@ -8,7 +8,8 @@ from typing import Dict
 # Eval modes' scalar prefixes (evaluator.EVAL_STATS) as a user reads them.
 MODE_NAMES = {'eval': 'running averages (ema)',
               'eval_precise': 'PreciseBN statistics (precise)',
-              'eval_batch': 'each eval batch\'s own statistics (batch)'}
+              'eval_batch': 'each eval batch\'s own statistics (batch)',
+              'eval_tta': 'running averages over TTA views (tta)'}
 # A gap this wide is not noise: the averages are stale, or PreciseBN's
 # estimate is short of batches.
 WIDE_GAP = 0.10

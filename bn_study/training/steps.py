@@ -19,6 +19,7 @@ from bn_study.runtime import cpu
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import losses
 from bn_study.training import optim
+from bn_study.training import tta
 
 # What a step whose loss or gradient is not finite does (config.nonfinite).
 NONFINITE = ('stop', 'skip')
@@ -135,14 +136,20 @@ def train_loop(state: TrainState, train_metrics: TrainMetrics, inputs,
 
 
 def eval_step(state: TrainState, batch, eval_metrics: EvalMetrics,
-              batch_statistics: bool = False) -> EvalMetrics:
+              batch_statistics: bool = False, tta_level: int = 0
+              ) -> EvalMetrics:
   """Normalizes by the running averages, or with `batch_statistics` by each
   batch's own (padding masked out). Nothing is kept: the running averages
-  cannot change (flax raises if a layer tries to mutate them)."""
+  cannot change (flax raises if a layer tries to mutate them). tta_level >
+  0 averages the logits over tta.py's views."""
   variables = models.variables(state.params, state.batch_stats)
   if batch_statistics:
     logits, _ = state.apply_fn(variables, batch['image'], train=True,
                                mask=batch['mask'], mutable=['batch_stats'])
+  elif tta_level:
+    logits = tta.logits(
+        lambda x: state.apply_fn(variables, x, train=False), batch['image'],
+        tta_level)
   else:
     logits = state.apply_fn(variables, batch['image'], train=False)
   return eval_metrics.merge(EvalMetrics.single_from_model_output(
@@ -155,19 +162,22 @@ class Steps:
   train: Callable  # (state, batch, TrainMetrics) -> (state, TrainMetrics)
   eval: Callable  # (state, batch, EvalMetrics) -> EvalMetrics
   eval_batch: Callable  # Same, each batch normalized by its own statistics.
+  eval_tta: Callable  # Same as eval, over test-time augmentation's views.
 
 
 def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
-              label_smoothing: float = 0.0, seed: int = 0) -> Steps:
+              label_smoothing: float = 0.0, seed: int = 0,
+              tta_level: int = 2) -> Steps:
   """The steps compiled over the mesh, state and metrics donated so XLA
   updates them in place (eval never donates the state it reads)."""
   repl = mesh_lib.replicated(mesh)
   data = mesh_lib.batch_sharding(mesh)
   platform = mesh.devices.flat[0].platform
 
-  def jit_eval(batch_statistics):
+  def jit_eval(batch_statistics, tta_level=0):
     return jax.jit(
-        functools.partial(eval_step, batch_statistics=batch_statistics),
+        functools.partial(eval_step, batch_statistics=batch_statistics,
+                          tta_level=tta_level),
         in_shardings=(repl, data, repl), out_shardings=repl,
         donate_argnums=(2,))
 
@@ -179,7 +189,8 @@ def jit_steps(mesh, schedule, skip_nonfinite: bool = False,
                     in_shardings=(repl, data, repl),
                     out_shardings=(repl, repl), donate_argnums=(0, 2),
                     compiler_options=cpu.compiler_options(platform)),
-      eval=jit_eval(False), eval_batch=jit_eval(True))
+      eval=jit_eval(False), eval_batch=jit_eval(True),
+      eval_tta=jit_eval(False, tta_level))
 
 
 def jit_train_loop(mesh, schedule, take, steps_per_epoch: int,

@@ -14,6 +14,7 @@ from bn_study.training import evaluator
 from bn_study.training import instruments
 from bn_study.training import optim
 from bn_study.training import steps
+from bn_study.training import tta
 
 
 def normalized_batch_sizes(config) -> Dict[str, int]:
@@ -47,6 +48,7 @@ def validate(config, batch_sizes: Optional[Dict[str, int]] = None):
   errors.check_number('label_smoothing', config.label_smoothing, 0, 1,
                       high_open=True)
   errors.check_choice('nonfinite', config.nonfinite, steps.NONFINITE)
+  errors.check_choice('tta_level', config.tta_level, tta.LEVELS)
   if not isinstance(config.precise_bn_replaces_ema, bool):
     raise errors.UserError(f'precise_bn_replaces_ema='
                            f'{config.precise_bn_replaces_ema!r} must be True '

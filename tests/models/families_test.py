@@ -30,7 +30,8 @@ PUBLISHED_PARAMS = [
 # The smallest member of each family, at tiny widths.
 TINY = {'resnet_cifar': dict(depth=8, width=4),
         'preact_resnet': dict(depth=10, width=2),
-        'vgg': dict(depth=11, width=2)}
+        'vgg': dict(depth=11, width=2),
+        'airbench': dict(width=8)}
 FAMILIES = tuple(TINY)
 
 

@@ -11,6 +11,7 @@ from bn_study import errors
 from bn_study.training import losses
 from bn_study.training import optim
 from bn_study.training import validate
+from configs import airbench94
 from tests import helpers
 
 W = {'conv1': {'kernel': np.array([1.0, -2.0]), 'bias': np.array([0.5])},
@@ -169,6 +170,25 @@ def test_norm_bias_lr_multiplier_leaves_the_decay_alone():
   want['conv1_norm']['bias'] = -LR * (64 * G['conv1_norm']['bias']
                                       + WD * W['conv1_norm']['bias'])
   _assert_tree_close(got, want)
+
+
+def test_airbench_freezes_its_whitening_kernel_and_then_its_bias():
+  config = airbench94.get_config()
+  config.model.whiten_bias_epochs = 1
+  config.lookahead_every = 0
+  tx, _ = optim.make_optimizer(config, steps_per_epoch=2)
+  params = {'whiten': {'kernel': jnp.ones((2, 2)), 'bias': jnp.ones(2)},
+            'b1_conv1': {'kernel': jnp.ones((2, 2))}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  moved = []
+  for _ in range(4):
+    updates, state = tx.update(grads, state, params)
+    moved.append({f'{m}/{p}': bool(np.any(np.asarray(u) != 0))
+                  for m, leaves in updates.items() for p, u in leaves.items()})
+  assert [m['whiten/kernel'] for m in moved] == [False] * 4
+  assert [m['whiten/bias'] for m in moved] == [True, True, False, False]
+  assert [m['b1_conv1/kernel'] for m in moved] == [True] * 4
 
 
 def _lookahead_reference(params, stats, grads, new_stats, lr, every, total):

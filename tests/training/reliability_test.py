@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 
+import numpy as np
 import pytest
 
 from bn_study.training import checkpoints
@@ -103,6 +104,46 @@ def test_sigterm_and_resume_with_augmentation_is_bit_exact(
   assert proc.returncode == 0, proc.stderr[-3000:]
   helpers.assert_same_result(helpers.final_result(stopped),
                             helpers.final_result(straight))
+
+
+# airbench94's recipe at width 8: 8 steps an epoch, 2.5 epochs (20 steps,
+# the last mid-epoch), lookahead every 5, the whitening bias trained 1 epoch.
+AIRBENCH = ('--config.model.width=8', '--config.batch_size=8',
+            '--config.eval_batch_size=7', '--config.num_epochs=2.5',
+            '--config.model.whiten_bias_epochs=1', '--config.log_every_steps=4')
+
+
+def test_airbench_sigterm_and_resume_is_bit_exact(learnable_data_dir,
+                                                  tmp_path):
+  # Its whitening fit (data_init.npz), lookahead's averages in the
+  # optimizer state, frozen params, the fractional last epoch and TTA.
+  straight = tmp_path / 'straight'
+  code, err = helpers.main_here(
+      straight, *_flags(learnable_data_dir), *AIRBENCH,
+      '--config.data_on_device=off', '--config.steps_per_call=1',
+      config='configs/airbench94.py')
+  assert code == 0, err[-3000:]
+  # The whitening kernel is the fit one, untouched by 20 steps.
+  with np.load(straight / 'data_init.npz') as fit:
+    np.testing.assert_array_equal(
+        helpers.final_result(straight)[1]["['params']['whiten']['kernel']"],
+        fit['whiten/kernel'])
+  stopped = tmp_path / 'stopped'
+  env = dict(os.environ, **{preemption.SELF_SIGNAL_ENV: '7:SIGTERM'})
+  proc = helpers.run_main(stopped, *_flags(learnable_data_dir), *AIRBENCH,
+                          '--config.steps_per_call=2', env=env,
+                          config='configs/airbench94.py')
+  assert proc.returncode == 143, proc.stderr[-3000:]
+  assert _latest(stopped) == 8
+  code, err = helpers.main_here(stopped, *_flags(learnable_data_dir),
+                                *AIRBENCH, '--config.steps_per_call=2',
+                                config='configs/airbench94.py')
+  assert code == 0, err[-3000:]
+  got, want = helpers.final_result(stopped), helpers.final_result(straight)
+  assert want[0] == 20
+  (step, _), = want[2]['eval_tta/accuracy']
+  assert step == 20
+  helpers.assert_same_result(got, want)
 
 
 def test_sigterm_from_outside_saves_and_explains(learnable_data_dir, tmp_path):
