@@ -189,7 +189,7 @@ BAD_INPUTS = [
     (['--config.model.placement=after'],
      "model.placement='after' is not supported; allowed: input, pre_act"),
     (['--config.batch_size=0'], 'batch_size=0 must be a positive integer'),
-    (['--config.num_epochs=-1'], 'num_epochs=-1 must be a positive integer'),
+    (['--config.num_epochs=-1'], 'num_epochs=-1 must be a number > 0'),
     (['--config.learning_rate=-0.1'], 'learning_rate=-0.1 must be a number > 0'),
     (['--config.model.norm=ghost_batch', '--config.model.virtual_batch_size=3'],
      'model.virtual_batch_size=3 does not divide batch_size=8'),

@@ -285,10 +285,10 @@ def test_a_crash_in_eval_or_checkpointing_loses_nothing_before_it(
   if where == 'eval':
     real = evaluator.Evaluator.__call__
 
-    def crash_in_epoch_2(self, state, epoch, *args):
+    def crash_in_epoch_2(self, state, epoch, *args, **kwargs):
       if epoch == 1:
         raise RuntimeError('eval crashed')
-      return real(self, state, epoch, *args)
+      return real(self, state, epoch, *args, **kwargs)
 
     monkeypatch.setattr(evaluator.Evaluator, '__call__', crash_in_epoch_2)
   else:
