@@ -2,10 +2,11 @@
 how to read whether a run is finished. No JAX: the sweep driver and the
 report read run folders on machines without it.
 
-A run folder holds CONFIG, DATASET, TIMING, DATA_INIT (for a family that
-fits params to the data), TRAIN_LOG (when a sweep launched it), TensorBoard
-event files, CHECKPOINTS/<step>/ and, when a scheduler stopped it, STOPPED. A sweep folder holds SWEEP and one run folder per point
-(and, on Ray, RAY_ATTEMPTS in each and TUNE_DIR).
+A run folder holds CONFIG, DATASET, TIMING, CONV_IMPL, DATA_INIT (for a
+family that fits params to the data), TRAIN_LOG (when a sweep launched
+it), TensorBoard event files, CHECKPOINTS/<step>/ and, when a scheduler
+stopped it, STOPPED. A sweep folder holds SWEEP and one run folder per
+point (and, on Ray, RAY_ATTEMPTS in each and TUNE_DIR).
 """
 
 import json
@@ -19,6 +20,7 @@ CONFIG = 'config.json'  # The config as run.
 DATASET = 'dataset.json'  # Image shape, class names, sizes, steps per epoch.
 TIMING = 'timing.json'  # The launch's train-step wall time (loop_timing).
 DATA_INIT = 'data_init.npz'  # Params fit to the data (airbench's whitening).
+CONV_IMPL = 'conv_impl.json'  # conv_impl=auto's choice for this run.
 TRAIN_LOG = 'train.log'  # The run's log, when a sweep launched it.
 CHECKPOINTS = 'checkpoints'  # <step>/ folders, by orbax.
 SWEEP = 'sweep.json'  # A sweep's spec and its runs' names and overrides.

@@ -143,8 +143,12 @@ def get_config():
   config.model.dense = (3500, 700)
   # How convs are computed; the math is the same. im2col: one matmul over
   # the input's patches, forward and backward, much faster than XLA's convs
-  # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md). auto:
-  # im2col on CPU for the seed's cnn and mlp in float32, xla elsewhere.
+  # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md).
+  # auto: on CPU, both timed on this model's train step at this batch size
+  # and the faster kept (cached beside the compilation cache, kept in the
+  # run folder as conv_impl.json; bn_study/training/conv_choice.py); steps
+  # under 10 GFLOP of convs, and other platforms, take the rule: im2col on
+  # CPU for the seed's cnn and mlp in float32, xla elsewhere.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |
   # instance | frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the

@@ -17,6 +17,7 @@ from bn_study.data import feeds
 from bn_study.runtime import cpu
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import checkpoints
+from bn_study.training import conv_choice
 from bn_study.training import data_init
 from bn_study.training import evaluator
 from bn_study.training import instruments
@@ -123,7 +124,11 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   info = feed.info
   steps_per_epoch = feed.steps_per_epoch
   num_steps = workdir_lib.run_steps(config.num_epochs, steps_per_epoch)
-  model = models.create_model(config.model, info.num_classes, num_steps,
+  conv = conv_choice.choose(config, mesh, info.image_shape, info.num_classes,
+                            workdir)
+  logging.info('Convolutions: %s (%s).', conv.conv_impl, conv.why)
+  model_config = conv_choice.resolved(config, conv)
+  model = models.create_model(model_config, info.num_classes, num_steps,
                               mesh.size)
   tx, schedule = optim.make_optimizer(config, steps_per_epoch)
 
@@ -160,7 +165,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   loop = steps_lib.jit_train_loop(
       mesh, schedule, feed.take, steps_per_epoch, skip_nonfinite,
       config.label_smoothing,
-      cpu.steps_in_one_loop(mesh.devices.flat[0].platform, config.model),
+      cpu.steps_in_one_loop(mesh.devices.flat[0].platform, model_config),
       config.seed)
   evaluate = evaluator.Evaluator(config, model, mesh, steps, feed)
   measure = _Measure(config, model, mesh, feed, info.image_shape)
