@@ -146,9 +146,9 @@ def get_config():
   # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md).
   # auto: on CPU, both timed on this model's train step at this batch size
   # and the faster kept (cached beside the compilation cache, kept in the
-  # run folder as conv_impl.json; bn_study/training/conv_choice.py); steps
-  # under 10 GFLOP of convs, and other platforms, take the rule: im2col on
-  # CPU for the seed's cnn and mlp in float32, xla elsewhere.
+  # run folder as conv_impl.json; bn_study/training/conv_choice.py). The
+  # seed's cnn and mlp keep im2col on CPU in float32 (faster on every CPU
+  # measured); small steps, other platforms and multi-process jobs: xla.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |
   # instance | frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the
