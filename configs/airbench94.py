@@ -24,8 +24,8 @@ The recipe (bn_study/models/airbench.py has the network):
 - the whitening conv fit to the first 5,000 training images (kept in the
   run folder as data_init.npz), its kernel frozen, its bias trained 3
   epochs;
-- lookahead every 5 steps with decay 0.95^5 (step / steps)^3, the weights
-  set to the average at the end;
+- lookahead from epoch 3, every 5 steps, with decay 0.95^5 (step /
+  steps)^3, the weights set to the average then and at each epoch's end;
 - per-channel normalized images, translated up to 2 pixels (reflect
   padding), each flipped at random once and the whole set flipped in odd
   epochs (augment=airbench);
@@ -71,6 +71,7 @@ def get_config():
   config.lr_end_factor = 0.07
   config.lookahead_every = 5
   config.lookahead_decay = 0.95
+  config.lookahead_start_epochs = 3.0
   config.eval_stats = 'ema,tta'
   config.tta_level = 2
   config.log_every_steps = 12

@@ -78,12 +78,13 @@ def get_config():
   config.lr_start_factor = 0.2
   config.lr_peak_at = 0.23
   config.lr_end_factor = 0.07
-  # Lookahead as airbench94 (Jordan 2024): every lookahead_every steps (0:
-  # off) the weights and the running averages move to their EMA with decay
-  # lookahead_decay^every * (step / steps)^3, and the EMA is copied back;
-  # at the last step the weights become the EMA.
+  # Lookahead as airbench94 (Jordan 2024): from epoch lookahead_start_epochs,
+  # every lookahead_every steps (0: off) the weights and the running
+  # averages move to their EMA with decay lookahead_decay^every * (step /
+  # steps)^3, and the EMA is copied back; again at every epoch's end.
   config.lookahead_every = 0
   config.lookahead_decay = 0.95
+  config.lookahead_start_epochs = 0.0
   # Train loss targets 1 - a on the label, a / classes everywhere (0: off).
   config.label_smoothing = 0.0
   # Adaptive gradient clipping (Brock et al. 2021b; optax's

@@ -123,7 +123,8 @@ def make_optimizer(config, steps_per_epoch: int):
   tx = optax.chain(*first, tx, *last) if first or last else tx
   if config.lookahead_every:
     tx = lookahead(tx, config.lookahead_every, config.lookahead_decay,
-                   workdir_lib.run_steps(config.num_epochs, steps_per_epoch))
+                   workdir_lib.run_steps(config.num_epochs, steps_per_epoch),
+                   steps_per_epoch, config.lookahead_start_epochs)
   # The train step passes batch_stats= to every optimizer; only lookahead
   # reads it.
   return optax.with_extra_args_support(tx), schedule
@@ -208,52 +209,54 @@ class LookaheadState(NamedTuple):
   count: jax.Array
   params: Any
   batch_stats: Any
+  started: jax.Array  # The averages exist (from start_step on).
   synced: jax.Array  # This step's batch_stats are the averages'.
 
 
-def lookahead_decay(step, every: int, decay: float, total: int):
-  """The EMA's decay at `step` (1-based): decay^every (step / total)^3 at
-  every `every`-th step, and 1 at the last; no sync (None) elsewhere is
-  signalled by a negative value."""
-  step = jnp.asarray(step, jnp.float32)
-  value = decay**every * (step / total)**3
-  value = jnp.where(step % every == 0, value, -1.0)
-  return jnp.where(step >= total, 1.0, value)
-
-
 def lookahead(inner: optax.GradientTransformation, every: int, decay: float,
-              total: int) -> optax.GradientTransformationExtraArgs:
-  """airbench's lookahead (Jordan 2024; Zhang et al. 2019's idea with a
-  schedule): after every `every`-th step, the averages move toward the new
-  weights, avg += (1 - d) (w - avg) with d = lookahead_decay, and the
-  weights are set to the averages; at the run's last step (d = 1) the
-  weights become the averages. The norms' running averages, which
-  airbench's state_dict holds beside the weights, go the same way when the
-  train step passes them (`batch_stats=`; read back with
-  `synced_batch_stats`)."""
+              total: int, steps_per_epoch: int, start_epochs: float
+              ) -> optax.GradientTransformationExtraArgs:
+  """airbench94's lookahead (Jordan 2024; Zhang et al. 2019's idea with a
+  schedule). From epoch `start_epochs` on, at every `every`-th step: the
+  first time, the averages start as the weights; after that they move
+  toward the new weights, avg += (1 - rho) (w - avg) with rho = decay^every
+  (step / total)^3, and the weights are set to them. At the end of every
+  epoch (and of the run) the weights are set to the averages again. The
+  norms' running averages, which airbench's state_dict holds beside the
+  weights, go the same way when the train step passes them (`batch_stats=`;
+  read back with `synced_batch_stats`)."""
 
   def init(params):
+    false = jnp.zeros([], bool)
     return LookaheadState(inner.init(params), jnp.zeros([], jnp.int32),
-                          params, {}, jnp.zeros([], bool))
+                          params, {}, false, false)
 
   def update(updates, state, params=None, *, batch_stats=None, **extra):
     del extra
     updates, inner_state = inner.update(updates, state.inner, params)
     count = state.count + 1
-    d = lookahead_decay(count, every, decay, total)
-    sync = d >= 0
+    epoch = (count - 1) // steps_per_epoch  # The epoch this step is in.
+    due = (epoch >= start_epochs) & (count % every == 0)
+    start = due & ~state.started
+    move = due & state.started
+    rho = decay**every * (count.astype(jnp.float32) / total)**3
+    started = state.started | start
+    sync = started & (move | (count % steps_per_epoch == 0)
+                      | (count >= total))
     new = optax.apply_updates(params, updates)
 
-    def move(avg, w):
-      return jnp.where(sync, avg + (1 - d) * (w - avg), avg)
+    def average(avg, w):
+      return jnp.where(start, w, jnp.where(move, avg + (1 - rho) * (w - avg),
+                                           avg))
 
-    averages = jax.tree.map(move, state.params, new)
+    averages = jax.tree.map(average, state.params, new)
     updates = jax.tree.map(lambda a, w, p: jnp.where(sync, a, w) - p,
                            averages, new, params)
     stats = state.batch_stats
     if batch_stats is not None and jax.tree.leaves(batch_stats):
-      stats = jax.tree.map(move, state.batch_stats, batch_stats)
-    return updates, LookaheadState(inner_state, count, averages, stats, sync)
+      stats = jax.tree.map(average, state.batch_stats, batch_stats)
+    return updates, LookaheadState(inner_state, count, averages, stats,
+                                   started, sync)
 
   return optax.GradientTransformationExtraArgs(init, update)
 

@@ -110,6 +110,8 @@ def _validate_optimizer(config):
   _check_non_negative_int('lookahead_every', config.lookahead_every,
                           '0: no lookahead')
   errors.check_number('lookahead_decay', config.lookahead_decay, 0, 1)
+  errors.check_number('lookahead_start_epochs', config.lookahead_start_epochs,
+                      0)
   for field in ('weight_decay_norms', 'weight_decay_biases', 'nesterov'):
     if not isinstance(config[field], bool):
       raise errors.UserError(f'{field}={config[field]!r} must be True or False.')

@@ -191,30 +191,41 @@ def test_airbench_freezes_its_whitening_kernel_and_then_its_bias():
   assert [m['b1_conv1/kernel'] for m in moved] == [True] * 4
 
 
-def _lookahead_reference(params, stats, grads, new_stats, lr, every, total):
-  """airbench's LookaheadState over plain SGD, in numpy: the EMA of the
-  state dict (weights and running averages) and its copy back."""
-  ema = {k: v.copy() for k, v in {**params, **stats}.items()}
+def _lookahead_reference(params, stats, grads, new_stats, lr, every, total,
+                         steps_per_epoch, start_epochs):
+  """airbench94's training loop with its LookaheadState over plain SGD, in
+  numpy: the EMA of the state dict (weights and running averages), created
+  at the first due step from epoch start_epochs, moved every `every` steps
+  and copied back, and copied back at each epoch's end."""
   net = {k: v.copy() for k, v in {**params, **stats}.items()}
-  for step in range(1, total + 1):
-    for k in params:
-      net[k] = net[k] - lr * grads[step - 1][k]
-    for k in stats:
-      net[k] = new_stats[step - 1][k]
-    decay = None
-    if step % every == 0:
-      decay = 0.95**every * (step / total)**3
-    if step >= total:
-      decay = 1.0
-    if decay is not None:
-      for k in ema:
-        ema[k] = ema[k] + (1 - decay) * (net[k] - ema[k])
-        net[k] = ema[k].copy()
+  ema = None
+  step = 0
+  for epoch in range(-(-total // steps_per_epoch)):
+    for _ in range(steps_per_epoch):
+      for k in params:
+        net[k] = net[k] - lr * grads[step][k]
+      for k in stats:
+        net[k] = new_stats[step][k]
+      step += 1
+      if epoch >= start_epochs and step % every == 0:
+        if ema is None:
+          ema = {k: v.copy() for k, v in net.items()}
+        else:
+          rho = 0.95**every * (step / total)**3
+          for k in ema:
+            ema[k] = ema[k] + (1 - rho) * (net[k] - ema[k])
+            net[k] = ema[k].copy()
+      if step >= total:
+        break
+    if ema is not None:
+      net = {k: v.copy() for k, v in ema.items()}
   return net
 
 
-def test_lookahead_against_airbenchs_state_dict_ema():
-  every, total, lr = 3, 8, 0.5
+def test_lookahead_against_airbenchs_loop():
+  # 4 steps an epoch, 10 in all (the last epoch cut short), from epoch 1,
+  # every 3 steps: started at step 6, moved at 9, copied back at 8 and 10.
+  every, total, lr, per_epoch, start_epochs = 3, 10, 0.5, 4, 1
   rng = np.random.default_rng(0)
   params = {'w': rng.normal(size=4).astype(np.float32)}
   stats = {'mean': np.zeros(2, np.float32)}
@@ -222,8 +233,9 @@ def test_lookahead_against_airbenchs_state_dict_ema():
   new_stats = [{'mean': rng.normal(size=2).astype(np.float32)}
                for _ in range(total)]
   want = _lookahead_reference(params, stats, grads, new_stats, lr, every,
-                              total)
-  tx = optim.lookahead(optax.sgd(lr), every, 0.95, total)
+                              total, per_epoch, start_epochs)
+  tx = optim.lookahead(optax.sgd(lr), every, 0.95, total, per_epoch,
+                       start_epochs)
   state = optim.with_batch_stats(tx.init(params), stats)
   p, s = jax.tree.map(jnp.asarray, params), stats
   for step in range(total):
