@@ -2,7 +2,7 @@ r"""BN's choices inside airbench94 (configs/airbench94.py), one at a time
 from the paper's, at a budget a 2-core CPU can afford.
 
   python -m bn_study.sweep --sweep=configs/sweeps/airbench_bn.py --workdir=runs/airbench_bn
-  python -m bn_study.report runs/airbench_bn --out=docs/results/airbench_bn/report
+  python -m bn_study.report runs/airbench_bn --out=runs/airbench_bn/report
 
 Arms, each the paper's recipe with one thing changed: the scale learned
 instead of frozen at 1; the norms' bias rate x1 instead of x64; running-
