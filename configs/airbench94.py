@@ -4,14 +4,18 @@ evaluation.
 
   python main.py --config=configs/airbench94.py --workdir=runs/airbench94
 
+On a CPU, BN_STUDY_KEEP_MEMORY=1 before it keeps glibc from handing memory
+back, which made its train step faster here (docs/performance.md#airbench94).
+
 The same command on a GPU (after the README's GPU install line); there
 conv_impl=auto takes XLA's convs, on CPU it times both first.
 
 Published: 94.01% mean test accuracy over 1,000 runs (per-run spread about
 0.15 points) with its 6-view test-time augmentation, in 3.29 s on an A100.
 Here: 476 steps of 1,024 images (9.9 epochs), then one TTA eval; not yet
-run to the end on a 2-core CPU, so no accuracy or time is claimed for it.
-docs/models.md has the network.
+run to the end on a 2-core CPU, so no accuracy or run time is claimed for
+it; its step time is in docs/performance.md#airbench94. docs/models.md
+has the network.
 
 The recipe (bn_study/models/airbench.py has the network):
 - BN with the scale frozen at 1 (use_scale=False), eps 1e-12, momentum 0.6
