@@ -56,7 +56,9 @@ def get_config():
   config.augment = 'airbench'
   config.normalize = 'per_channel'
   config.batch_size = 1024
-  config.eval_batch_size = 2000
+  # The paper's is 2,000; on CPU 500 evaluates as fast and holds the TTA's
+  # six views in a quarter of the memory.
+  config.eval_batch_size = 500
   del config['num_epochs']  # An int in default.py; airbench trains 9.9.
   config.num_epochs = 9.9
   config.optimizer = 'sgd'
