@@ -182,3 +182,18 @@ def test_first_runs_points_are_the_configs_as_given():
     config.num_epochs = point.get('num_epochs', expected.num_epochs)
     expected.num_epochs = config.num_epochs
     assert config.to_dict() == expected.to_dict(), name
+
+
+def test_a_fractional_num_epochs_counts_a_part_epoch_as_a_step(tmp_path):
+  # airbench94's 9.9 epochs of 48 steps: ceil(475.2) = 476, as PyTorch's
+  # ceil(len(loader) * epochs); whole epochs stay exact.
+  assert workdir_lib.run_steps(9.9, 48) == 476
+  assert workdir_lib.run_steps(3, 10) == 30
+  assert workdir_lib.run_steps(0.5, 8) == 4
+  (tmp_path / workdir_lib.CONFIG).write_text(json.dumps({'num_epochs': 2.5}))
+  (tmp_path / workdir_lib.DATASET).write_text(
+      json.dumps({'steps_per_epoch': 8}))
+  (tmp_path / workdir_lib.CHECKPOINTS / '16').mkdir(parents=True)
+  assert not workdir_lib.is_finished(tmp_path)
+  (tmp_path / workdir_lib.CHECKPOINTS / '20').mkdir()
+  assert workdir_lib.is_finished(tmp_path)
