@@ -11,11 +11,6 @@ import pytest
 from tests import helpers
 from tests.helpers import ROOT
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('data_path_test')
-
-
 _env = helpers.env_without_device_count
 
 

@@ -17,10 +17,6 @@ from bn_study.runtime import mesh as mesh_lib
 from tests import helpers
 from tests.helpers import ROOT
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('scale_test')
-
 
 def _env(devices):
   """The subprocesses' environment. Several devices at XLA's default backend

@@ -20,10 +20,6 @@ from tests import helpers
 from tests.helpers import ROOT
 from tests.helpers import run_sweep
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('ray_engine_test')
-
 
 KILLED = 'norm=batch,seed=1'
 # Two of the tiny study's four runs, one for each node, at once.

@@ -12,10 +12,6 @@ from bn_study.studies import report
 from bn_study.training import validate
 from tests import helpers
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('instruments_test')
-
 
 def test_percentiles_of_a_known_distribution():
   out = jax.device_get(instruments.percentile_summary(jnp.arange(101.0)))

@@ -12,9 +12,6 @@ from bn_study.training import loop
 from tests import helpers
 from tests.helpers import ROOT
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('predict_test')
 
 
 @pytest.fixture(scope='module')

@@ -15,10 +15,6 @@ from bn_study.training import preemption
 from tests import helpers
 from tests.helpers import ROOT
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('reliability_test')
-
 
 def _flags(data_dir, *extra):
   # 8 steps per epoch, 24 in all; train/* written every 2 steps, so a stop at

@@ -27,11 +27,6 @@ from bn_study.training import run_summary
 from bn_study.training import validate
 from tests import helpers
 
-# Its tests share a module fixture: keep them on one xdist worker
-# (pytest.ini: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group('train_test')
-
-
 # 64 training images = 8 steps of 8 per epoch; 21 eval images = 3 batches,
 # the last padded.
 NUM_TRAIN, NUM_EVAL = 64, 21
