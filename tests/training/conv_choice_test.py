@@ -48,7 +48,8 @@ def test_large_steps_are_timed_once_then_read_from_the_cache(tmp_path,
 
   def fake_seconds(config, impl, *args):
     timed.append(impl)
-    return {'xla': 0.2, 'im2col': 0.1}[impl]
+    return {'xla': 0.2, 'im2col': 0.1 if config.batch_size == 8 else 0.19}[
+        impl]
 
   monkeypatch.setattr(conv_choice, '_step_seconds', fake_seconds)
   mesh = mesh_lib.make_mesh()
@@ -62,10 +63,11 @@ def test_large_steps_are_timed_once_then_read_from_the_cache(tmp_path,
                               str(tmp_path / 'run2'))
   assert second.conv_impl == 'im2col' and 'cached' in second.why
   assert len(timed) == 2
-  # Another batch size is another decision.
-  conv_choice.choose(_resnet(batch_size=16), mesh, (32, 32, 3), 10,
-                     str(tmp_path / 'run3'))
-  assert len(timed) == 4
+  # Another batch size is another decision; a near tie keeps the rule.
+  tie = conv_choice.choose(_resnet(batch_size=16), mesh, (32, 32, 3), 10,
+                           str(tmp_path / 'run3'))
+  assert len(timed) == 4 and tie.conv_impl == 'xla'
+  assert 'only when under 0.9x' in tie.why
 
 
 def test_a_timed_step_is_a_positive_time():
