@@ -145,8 +145,9 @@ def get_config():
   # How convs are computed; the math is the same. im2col: one matmul over
   # the input's patches, forward and backward, much faster than XLA's convs
   # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md).
-  # auto: on CPU, both timed on this model's train step at this batch size
-  # and the faster kept (cached beside the compilation cache, kept in the
+  # auto: on CPU, both timed on this model's train step at this batch size,
+  # the rule's replaced only by one under 0.9x its step (cached beside the
+  # compilation cache, kept in the
   # run folder as conv_impl.json; bn_study/training/conv_choice.py). The
   # seed's cnn and mlp keep im2col on CPU in float32 (faster on every CPU
   # measured); small steps, other platforms and multi-process jobs: xla.

@@ -1,6 +1,7 @@
 """model.conv_impl=auto, decided by measuring where it runs (as
 torch.backends.cudnn.benchmark does): on CPU, both convolutions are timed on
-this model's train step at this batch size and the faster is kept.
+this model's train step at this batch size, and the other replaces the
+rule's convolution only when clearly faster (MARGIN).
 
 The decision is cached beside the compilation cache (keyed by the CPU, the
 JAX version, XLA's flags, the model and the batch), logged with its
