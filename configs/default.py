@@ -147,10 +147,10 @@ def get_config():
   # on CPU for the seed CNN (bn_study/runtime/cpu.py, docs/performance.md).
   # auto: on CPU, both timed on this model's train step at this batch size,
   # the rule's replaced only by one under 0.9x its step (cached beside the
-  # compilation cache, kept in the
-  # run folder as conv_impl.json; bn_study/training/conv_choice.py). The
-  # seed's cnn and mlp keep im2col on CPU in float32 (faster on every CPU
-  # measured); small steps, other platforms and multi-process jobs: xla.
+  # compilation cache, kept in the run folder as conv_impl.json;
+  # bn_study/training/conv_choice.py). The seed's cnn and mlp keep im2col on
+  # CPU in float32 (faster on every CPU measured); small steps, other
+  # platforms and multi-process jobs: xla.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |
   # instance | frn | evonorm_b0 | evonorm_s0 (docs/normalizers.md). frn and the
