@@ -149,7 +149,7 @@ def get_config():
   # the rule's replaced only by one under 0.9x its step (cached beside the
   # compilation cache, kept in the run folder as conv_impl.json;
   # bn_study/training/conv_choice.py). The seed's cnn and mlp keep im2col on
-  # CPU in float32 (faster on every CPU measured); small steps, other
+  # CPU in float32 (measured faster, docs/performance.md); small steps, other
   # platforms and multi-process jobs: xla.
   config.model.conv_impl = 'auto'  # auto | xla | im2col
   # none | batch | ghost_batch | batch_renorm | noisy_batch | group | layer |

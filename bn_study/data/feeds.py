@@ -8,8 +8,8 @@ splits kept on the devices. The train loop sees one interface:
 - `batch(inputs, position)`: the call's first batch, now (instruments);
 - `eval()`, `probe(size)`, `batches(epoch)` (PreciseBN): global batches;
 - `first_train_images(n)`: the split's first n images as the model sees
-  them, unaugmented, on the host (what a family fits itself to:
-  airbench's whitening).
+  them, unaugmented, one unsharded array (what a family fits itself to:
+  airbench's whitening), through the pixel table both paths use.
 
 Which one a run gets: data_on_device (device_data.wanted). Without
 TensorFlow installed, only the devices' (from an image folder).
@@ -29,11 +29,11 @@ from bn_study import errors
 from bn_study.data import image_folder
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.runtime import process
-def _first_train_images(source, n: int) -> np.ndarray:
+def _first_train_images(source, n: int):
   images, _ = source.read_train(np.arange(min(n, source.info.num_train)))
   info = source.info
-  table = dataset_info.pixel_table(info.pixel_mean, info.pixel_std)
-  return table[images.astype(np.int32) + 256 * np.arange(images.shape[-1])]
+  return device_data.to_float(
+      images, dataset_info.pixel_table(info.pixel_mean, info.pixel_std))
 
 
 class HostFeed:
@@ -94,7 +94,7 @@ class HostFeed:
       for batch in self._pipeline.train(e):
         yield mesh_lib.global_batch(batch, self._mesh)
 
-  def first_train_images(self, n: int) -> np.ndarray:
+  def first_train_images(self, n: int):
     return _first_train_images(self._pipeline, n)
 
 
@@ -131,7 +131,7 @@ class DeviceFeed:
   def batches(self, epoch: int) -> Iterator[dict]:
     return self._data.batches(epoch)
 
-  def first_train_images(self, n: int) -> np.ndarray:
+  def first_train_images(self, n: int):
     return _first_train_images(self._data.source, n)
 
 

@@ -10,7 +10,7 @@ The block convs start as the paper's: PyTorch's default
 uniform init, then the identity (dirac) on their first in-channels.
 
 The whitening kernel is not learned: `whitening_kernel` fits it to training
-images (training/whitening.py puts it in the params; `frozen` tells the
+images (training/data_init.py puts it in the params; `frozen` tells the
 optimizer to leave it, and its bias after model.whiten_bias_epochs).
 """
 

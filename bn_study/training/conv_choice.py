@@ -7,8 +7,8 @@ The decision is cached beside the compilation cache (keyed by the CPU, the
 JAX version, XLA's flags, the model and the batch), logged with its
 timings, and written into the run folder, where a relaunch reads it back:
 the two convolutions sum in different orders, so a resumed run must keep
-the one it started with. The seed's CNN and MLP (im2col faster on every
-CPU measured), steps too small for the timing to pay for two
+the one it started with. The seed's CNN and MLP (im2col measured
+faster for them, docs/performance.md), steps too small for the timing to pay for two
 compilations, other platforms and multi-process jobs keep
 cpu.conv_module's rule.
 """
@@ -119,7 +119,7 @@ def choose(config, mesh, image_shape, num_classes, workdir) -> Choice:
   if platform != 'cpu':
     return Choice(rule, f'auto on {platform}: the rule')
   if cfg.kind in cpu.IM2COL_FAMILIES:
-    # The seed's CNN and MLP: im2col was faster on every CPU measured.
+    # The seed's CNN and MLP: im2col measured faster (docs/performance.md).
     return Choice(rule, 'auto: the rule for the seed\'s models')
   if jax.process_count() > 1:
     # Every process must compile the same step, and a timing (or a cache,
