@@ -8,11 +8,13 @@ docs/performance.md:
   kernel gradient spelled so Eigen runs it fast (`conv_module` picks it for
   `model.conv_impl`);
 - `compiler_options`: the train step's XLA options on CPU;
-- `global_norm`: optax.global_norm written so XLA:CPU fuses its squares.
+- `global_norm`: optax.global_norm written so XLA:CPU fuses its squares;
+- `identity`: which CPU this is, for decisions measured on it (conv_impl=auto).
 
 How malloc serves XLA:CPU's buffers is in malloc.py.
 """
 
+import os
 from typing import Any, Optional, Tuple
 
 import flax.linen as nn
@@ -153,3 +155,17 @@ def global_norm(tree):
   separate pass over the parameters (docs/performance.md)."""
   return jnp.sqrt(sum(jnp.sum(jnp.abs(x) * jnp.abs(x))
                       for x in jax.tree.leaves(tree)))
+
+
+def identity() -> str:
+  """The CPU's model name and core count: a speed measured on one CPU is
+  reused only on the same kind (huge pages, say, helped a Xeon and slowed an
+  EPYC)."""
+  name = ''
+  try:
+    with open('/proc/cpuinfo') as f:
+      name = next((line.split(':', 1)[1].strip() for line in f
+                   if line.startswith('model name')), '')
+  except OSError:
+    pass
+  return f'{name or "unknown CPU"} x{os.cpu_count()}'

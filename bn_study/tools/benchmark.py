@@ -274,7 +274,8 @@ def _per_row_line(result: dict, key: str, heading: str, describe) -> List[str]:
 
 
 def format_table(result: dict) -> str:
-  lines = [f'{result["device"]} x{result["device_count"]}, jax '
+  lines = [f'{result["device"]} x{result["device_count"]} '
+           f'(host: {result.get("host_cpu", "?")}), jax '
            f'{result["jax_version"]}, {result["date"]}, data: {result["data"]}',
            f'model: {result.get("model")}',
            f'reference: {result["reference"]}, timed in turn with each '

@@ -228,8 +228,10 @@ def describe_model(model_config) -> str:
 
 
 def environment() -> dict:
-  """The device, JAX's version and the date, heading every result."""
+  """The device, the host's CPU, JAX's version and the date, heading every
+  result: a CPU figure means little without which CPU gave it."""
   return {'device': str(jax.devices()[0].device_kind),
+          'host_cpu': cpu.identity(),
           'platform': jax.devices()[0].platform,
           'device_count': jax.device_count(),
           'jax_version': jax.__version__,

@@ -68,14 +68,7 @@ def _conv_flops(model_config, batch_size: int, image_shape) -> float:
 def _key(config, image_shape, num_devices) -> str:
   model = config.model.to_dict()
   model.pop('conv_impl')
-  cpu_name = ''
-  try:
-    with open('/proc/cpuinfo') as f:
-      cpu_name = next((l.split(':', 1)[1].strip() for l in f
-                       if l.startswith('model name')), '')
-  except OSError:
-    pass
-  text = json.dumps([cpu_name, os.cpu_count(), jax.__version__,
+  text = json.dumps([cpu.identity(), jax.__version__,
                      os.environ.get('XLA_FLAGS', ''), model,
                      config.batch_size, list(image_shape), num_devices,
                      config.optimizer], sort_keys=True, default=str)

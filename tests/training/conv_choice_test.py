@@ -68,6 +68,12 @@ def test_large_steps_are_timed_once_then_read_from_the_cache(tmp_path,
                            str(tmp_path / 'run3'))
   assert len(timed) == 4 and tie.conv_impl == 'xla'
   assert 'only when under 0.9x' in tie.why
+  # Another kind of CPU is timed again, not given this one's answer.
+  (tmp_path / 'run4').mkdir()
+  monkeypatch.setattr(conv_choice.cpu, 'identity', lambda: 'another CPU x64')
+  other = conv_choice.choose(_resnet(), mesh, (32, 32, 3), 10,
+                             str(tmp_path / 'run4'))
+  assert len(timed) == 6 and 'timed here' in other.why
 
 
 def test_a_timed_step_is_a_positive_time():
