@@ -11,6 +11,7 @@ normalize=per_channel minus the train split's per-channel mean, over its std.
 """
 
 import contextlib
+import dataclasses
 import errno
 from typing import Iterator, Tuple
 
@@ -161,6 +162,30 @@ def crop_flip(images, params, augment='crop_flip'):
   return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
 
+def _metadata_info(builder, num_train: int, num_eval: int) -> DatasetInfo:
+  """What the builder's metadata says, pixel statistics left at 0 and 1."""
+  features = builder.info.features
+  channels = features['image'].shape[-1]
+  return DatasetInfo(
+      name=builder.name, image_shape=tuple(features['image'].shape),
+      num_classes=features['label'].num_classes,
+      class_names=tuple(features['label'].names),
+      num_train=num_train, num_eval=num_eval,
+      pixel_mean=(0.0,) * channels, pixel_std=(1.0,) * channels)
+
+
+def shapes_info(config) -> DatasetInfo:
+  """The dataset's shapes, classes and split sizes with no image decoded
+  (pixel statistics 0 and 1): enough to build and time a train step. The
+  benchmark times its steps on this, in a process no decoding has touched,
+  so that their memory behaviour does not depend on what the pipeline read
+  (docs/performance.md, "The benchmark without the dataset")."""
+  builder = _builder(config)
+  return _metadata_info(builder, *(
+      _num_examples(_split(builder, split), builder, split)
+      for split in (config.train_split, config.eval_split)))
+
+
 class Pipeline:
   """Batches of one dataset for one run: `train(epoch)` and `eval()`.
 
@@ -195,22 +220,18 @@ class Pipeline:
     self.decoded = 0  # Train images decoded so far, by this host.
     self._all = None  # One process: the whole decoded train split.
     self._all_tensors = None  # The same, as tensors for tf.data.
-    self._num_train = num_train = _num_examples(
+    self._num_train = _num_examples(
         _split(builder, config.train_split), builder, config.train_split)
-    channels = features['image'].shape[-1]
-    mean, std = np.zeros(channels), np.ones(channels)
+    info = _metadata_info(builder, self._num_train,
+                          _num_examples(self._eval, builder, config.eval_split))
+    mean, std = np.array(info.pixel_mean), np.array(info.pixel_std)
     if config.normalize == 'per_channel':
       # The whole split's statistics: each host decodes it once for them.
       mean, std = dataset_info.channel_stats(self.read_train()[0])
-    self.info = DatasetInfo(
-        name=builder.name,
-        image_shape=tuple(features['image'].shape),
-        num_classes=features['label'].num_classes,
-        class_names=tuple(features['label'].names),
-        num_train=num_train,
-        num_eval=_num_examples(self._eval, builder, config.eval_split),
-        pixel_mean=tuple(float(m) for m in mean),
-        pixel_std=tuple(float(s) for s in std))
+      info = dataclasses.replace(info,
+                                 pixel_mean=tuple(float(m) for m in mean),
+                                 pixel_std=tuple(float(s) for s in std))
+    self.info = info
     self._table = tf.constant(dataset_info.pixel_table(mean, std))
     for field in ('batch_size', 'eval_batch_size'):
       if config[field] % process_count:  # Positive: training.validate.

@@ -194,8 +194,13 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
   the warm compile reads; `data` says what the pipeline reads (real or
   mock)."""
   from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  pipeline = input_pipeline.Pipeline(config)
-  info, steps_per_epoch = pipeline.info, pipeline.steps_per_epoch
+  # The steps are timed before anything is decoded (the pipeline's rate and
+  # the epoch come after): a heap the decoding has churned faults more.
+  info = input_pipeline.shapes_info(config)
+  if max(batch_sizes) > info.num_train:
+    raise errors.UserError(f'--batch_sizes: {max(batch_sizes)} is larger than '
+                           f'the {info.num_train} training examples.')
+  steps_per_epoch = max(1, info.num_train // config.batch_size)
   matmul = step_timing.Matmul(matmul_size)
   reference = step_timing.flops_per_sec(
       matmul.flops,

@@ -1,5 +1,6 @@
 """Data: seeded order, resumability, host slices, exact eval, clear errors."""
 
+import dataclasses
 import errno
 import os
 import subprocess
@@ -100,6 +101,17 @@ def test_eval_covers_every_example_once_with_a_padded_last_batch():
   _, labels = helpers.learnable_images(21, seed=2)
   got = np.concatenate([b['label'][b['mask'] > 0] for b in batches])
   np.testing.assert_array_equal(got, labels)
+
+
+def test_shapes_info_is_the_pipelines_without_decoding(monkeypatch):
+  config = helpers.tiny_config(normalize='per_channel')
+  with tfds.testing.mock_data(num_examples=40):
+    full = input_pipeline.Pipeline(config).info
+    monkeypatch.setattr(input_pipeline.Pipeline, 'read_train', None)
+    shapes = input_pipeline.shapes_info(config)
+  assert shapes.pixel_mean == (0.0,) * 3 and full.pixel_mean != shapes.pixel_mean
+  assert shapes == dataclasses.replace(
+      full, pixel_mean=shapes.pixel_mean, pixel_std=shapes.pixel_std)
 
 
 def test_unprepared_dataset_says_what_to_do(tmp_path):
