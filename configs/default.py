@@ -20,7 +20,9 @@ def get_config():
   # manual download (or machines without network) stop with a message instead.
   config.download = True
   # augment: none | crop_flip (pad 4, random crop, random horizontal flip;
-  # He et al.), each image's a function of (seed, epoch, example).
+  # He et al.) | airbench (reflect-pad 2 and translate; each image flipped
+  # at random once, the whole set flipped in odd epochs; Jordan 2024), each
+  # image's a function of (seed, epoch, example).
   # normalize: none (pixels in [0, 1]) | per_channel (the train split's
   # per-channel mean and std). The seed used neither.
   config.augment = 'none'

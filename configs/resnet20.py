@@ -25,8 +25,8 @@ its shape):
 Measured here, 15 epochs on a 2-core CPU (docs/results/resnet20/README.md,
 with accuracy and seconds per epoch): 83.19% eval accuracy with BN; without
 a norm (--config.model.norm=none) the loss was not finite within 50 steps at
-0.1, and at --config.learning_rate=0.01 it ended at 56.11%. About 8 minutes
-an epoch with two runs sharing the 2 cores; 541 ms a step alone (211 s of
+0.1, and at --config.learning_rate=0.01 it ended at 56.11%. About 9 minutes
+an epoch with two runs sharing the 2 cores (134.9 min for 15); 541 ms a step alone (211 s of
 steps an epoch, docs/performance.md).
 """
 

@@ -1,6 +1,6 @@
 """Writes the train batches of epochs 0 and 1 and the eval batches one
 process sees, in a fresh process (device count and distributed runtime are
-fixed when JAX starts; tests/data_path_test.py runs this):
+fixed when JAX starts; tests/data/data_path_test.py runs this):
 
   python -m tests.dump_batches --feed=both --out=b.npz  # host_*, device_*
   python -m tests.dump_batches --feed=device --devices=8 --out=b.npz

@@ -5,8 +5,9 @@ seeds.
   python -m bn_study.sweep --sweep=configs/sweeps/seed_study.py --workdir=runs/seed_study
   python -m bn_study.report runs/seed_study --out=docs/results/seed_study/report
 
-The full study is the seed's 20 epochs x 3 random seeds (9 runs, ~1 h each
-on 2 CPU cores). An argument shortens it: `seed_study.py:epochs=5,seeds=2`.
+The full study is the seed's 20 epochs x 3 random seeds (9 runs, each as
+long as the README's 20-epoch run of configs/wbn.py). An argument shortens
+it: `seed_study.py:epochs=5,seeds=2`.
 BN arms evaluate with the running averages (eval/) and PreciseBN
 (eval_precise/). The seed's claims are CLAIMS below; the report computes
 their verdicts. Measured: docs/results/seed_study/README.md.

@@ -1,4 +1,4 @@
-"""Numpy references written from the papers, independent of bn_study/norms.py.
+"""Numpy references written from the papers, independent of bn_study/models/norms.py.
 
 Every function here was written from the formulas in the cited papers (and,
 where a paper leaves a convention open, from the convention stated in the
