@@ -18,6 +18,10 @@ allocates for it to reuse, 0 faults a step in every case measured:
 - glibc.malloc.arena_max=1: one arena, so XLA's threads do not allocate
   from per-thread heaps, which glibc shrinks on its own.
 
+What the process freed before training (decoding the data, fitting data
+inits, timing convolutions) would be kept too: `release_free_memory` hands
+it back once, before the first step, so what stays is the steps' own.
+
 Not the default: the heap fragments, and a 2-epoch run of configs/wbn.py
 peaked at twice the resident memory in the same wall time
 (docs/performance.md).
@@ -25,6 +29,7 @@ peaked at twice the resident memory in the same wall time
 glibc reads tunables only when a process starts, hence the re-execution.
 """
 
+import ctypes
 import os
 import sys
 from typing import List, Mapping, Optional, Tuple
@@ -125,3 +130,18 @@ def tune():
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
   except OSError:
     pass  # Runs on as it is, only slower.
+
+
+def release_free_memory() -> bool:
+  """Hands the heap's free memory back to the kernel (glibc's malloc_trim);
+  False where there is no glibc. With KEEP_MEMORY, memory freed before
+  training would otherwise stay resident for the whole run (airbench94's
+  startup left 13 GB so, and with conv_impl=auto's timing of XLA's convs
+  the run outgrew 24 GiB)."""
+  if glibc_version() is None:
+    return False
+  try:
+    ctypes.CDLL(None).malloc_trim(0)
+  except (AttributeError, OSError):
+    return False
+  return True

@@ -15,6 +15,7 @@ from bn_study import models
 from bn_study import workdir as workdir_lib
 from bn_study.data import feeds
 from bn_study.runtime import cpu
+from bn_study.runtime import malloc
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.training import checkpoints
 from bn_study.training import conv_choice
@@ -137,6 +138,7 @@ def train_and_evaluate(config, workdir: str) -> steps_lib.TrainState:
   repl = mesh_lib.replicated(mesh)
   train_metrics = jax.device_put(steps_lib.TrainMetrics.empty(), repl)
   state = data_init.fit(state, config, feed, workdir, mesh)
+  malloc.release_free_memory()  # What setting up freed, not kept for the run.
   ckpts = checkpoints.Checkpoints(str(workdir), config.max_checkpoints_to_keep)
   state, train_metrics = _resume(ckpts, state, train_metrics, config)
   step = int(state.step)

@@ -1,6 +1,7 @@
 """bn_study.runtime.malloc: the tunables a process gets, and the one
 re-execution that sets them."""
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,32 @@ def test_tune_reexecutes_once_with_the_same_arguments(tmp_path):
   assert _run(tmp_path, tuned=True) == (['two', '--args'], True, huge, 2)
   # The opt-out leaves the process as it is.
   assert _run(tmp_path, tuned=False) == (['two', '--args'], False, False, 1)
+
+
+_RSS_AFTER_FREE = r'''
+import json, resource, sys
+import numpy as np
+from bn_study.runtime import malloc
+
+def rss_mib():
+  with open('/proc/self/statm') as f:
+    return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+big = np.ones(512 * 2**20 // 8)  # 512 MiB, touched.
+del big
+kept = rss_mib()
+released = malloc.release_free_memory()
+print(json.dumps([kept, rss_mib(), released]))
+'''
+
+
+@pytest.mark.skipif(malloc.glibc_version() is None, reason='needs glibc')
+def test_memory_freed_before_training_is_handed_back_when_memory_is_kept():
+  env = dict(os.environ, GLIBC_TUNABLES=':'.join(malloc.KEEP_MEMORY))
+  out = subprocess.run([sys.executable, '-c', _RSS_AFTER_FREE], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120,
+                       check=True).stdout
+  kept, after, released = json.loads(out.splitlines()[-1])
+  assert released
+  # Kept memory holds on to the freed 512 MiB; the release gives it back.
+  assert kept - after > 400, (kept, after)
