@@ -6,7 +6,7 @@ evaluation.
 
 On a CPU, BN_STUDY_KEEP_MEMORY=1 before it keeps glibc from handing memory
 back, which made its train step faster here (docs/performance.md#airbench94),
-at the cost of about 18 GB resident for the whole run.
+at the cost of about 18 GiB resident for the whole run.
 
 The same command on a GPU (after the README's GPU install line); there
 conv_impl=auto takes XLA's convs, on CPU it times both first.
@@ -15,7 +15,7 @@ Published: 94.01% mean test accuracy over 1,000 runs (per-run spread about
 0.15 points) with its 6-view test-time augmentation, in 3.29 s on an A100.
 Here: 476 steps of 1,024 images (9.9 epochs), then one TTA eval. Measured
 on a 2-core AMD EPYC with BN_STUDY_KEEP_MEMORY=1: 0.9057 TTA accuracy
-(0.8957 without TTA) in 62 min 46 s, 19.0 GB peak resident memory
+(0.8957 without TTA) in 62 min 46 s, 18.1 GiB peak resident memory
 (docs/results/airbench/README.md): short of the paper's accuracy, for a
 reason not found. docs/models.md has the network.
 

@@ -136,7 +136,7 @@ def release_free_memory() -> bool:
   """Hands the heap's free memory back to the kernel (glibc's malloc_trim);
   False where there is no glibc. With KEEP_MEMORY, memory freed before
   training would otherwise stay resident for the whole run (airbench94's
-  startup left 13 GB so, and with conv_impl=auto's timing of XLA's convs
+  startup left 13 GiB so, and with conv_impl=auto's timing of XLA's convs
   the run outgrew 24 GiB)."""
   if glibc_version() is None:
     return False
