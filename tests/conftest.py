@@ -42,26 +42,6 @@ def pytest_configure(config):
   compilation_cache.enable(os.environ[_CACHE_ENV])
 
 
-# The files that take longest (seconds of both workers, docs/tests.md), in
-# that order: pytest-xdist hands out whole files in collection order, so
-# starting these first lets the short files fill the end and both workers
-# finish together (longest-processing-time-first scheduling). Its default,
-# most tests first, started the two-node Ray cluster near the end.
-LONGEST_FIRST = (
-    'studies/ray_engine_test.py', 'training/train_test.py',
-    'models/families_test.py', 'training/reliability_test.py',
-    'runtime/scale_test.py', 'tools/benchmark_test.py',
-    'data/data_path_test.py')
-
-
-def pytest_collection_modifyitems(items):
-  def rank(item):
-    path = item.nodeid.split('::')[0]
-    return next((i for i, f in enumerate(LONGEST_FIRST) if path.endswith(f)),
-                len(LONGEST_FIRST))
-  items.sort(key=rank)  # Stable: within a rank, collection order.
-
-
 def pytest_unconfigure(config):
   if hasattr(config, 'bn_study_jax_cache'):  # The process that made it.
     shutil.rmtree(config.bn_study_jax_cache, ignore_errors=True)
