@@ -153,7 +153,8 @@ class DeviceData:
     self._augment = None if config.augment == 'none' else config.augment
     self.batch_size = config.batch_size
     self.eval_batch_size = config.eval_batch_size
-    self.steps_per_epoch = info.num_train // config.batch_size
+    self.steps_per_epoch = dataset_info.steps_per_epoch(
+        info.num_train, config.batch_size, config.train_split)
     start, stop = host_rows(info.num_train, mesh)
     images, labels = source.read_train(
         np.arange(start, min(stop, info.num_train)))

@@ -90,10 +90,8 @@ class ImageFolder:
     # Grayscale datasets (MNIST) keep one channel; everything else is RGB.
     self._channels = channels = 1 if first.mode in ('L', '1', 'I', 'F') else 3
     shape = (first.height, first.width, channels)
-    if config.batch_size > len(self._train):
-      raise errors.UserError(
-          f'batch_size={config.batch_size} is larger than the '
-          f'{len(self._train)} examples of split {config.train_split!r}.')
+    dataset_info.steps_per_epoch(len(self._train), config.batch_size,
+                                 config.train_split)
     mean, std = np.zeros(channels), np.ones(channels)
     if config.normalize == 'per_channel':
       mean, std = dataset_info.channel_stats(self.read_train()[0])

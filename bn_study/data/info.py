@@ -5,6 +5,8 @@ from typing import Tuple
 
 import numpy as np
 
+from bn_study import errors
+
 # normalize: none (pixels in [0, 1], the seed's) | per_channel (zero mean,
 # unit std per channel over the train split).
 NORMALIZES = ('none', 'per_channel')
@@ -22,6 +24,16 @@ class DatasetInfo:
   # (0 and 1 with normalize=none); predict applies the same.
   pixel_mean: Tuple[float, ...]
   pixel_std: Tuple[float, ...]
+
+
+def steps_per_epoch(num_train: int, batch_size: int, split: str) -> int:
+  """Full batches of `batch_size` in the `num_train` examples of `split`
+  (the last partial one dropped); a UserError where there is none."""
+  if batch_size > num_train:
+    raise errors.UserError(
+        f'batch_size={batch_size} is larger than the {num_train} examples of '
+        f'split {split!r}.')
+  return num_train // batch_size
 
 
 def channel_stats(images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

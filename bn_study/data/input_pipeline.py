@@ -238,11 +238,8 @@ class Pipeline:
         raise errors.UserError(
             f'{field}={config[field]} must be a multiple of the number of '
             f'processes ({process_count}).')
-    if config.batch_size > self.info.num_train:
-      raise errors.UserError(
-          f'batch_size={config.batch_size} is larger than the '
-          f'{self.info.num_train} examples of split {config.train_split!r}.')
-    self.steps_per_epoch = self.info.num_train // config.batch_size
+    self.steps_per_epoch = dataset_info.steps_per_epoch(
+        self.info.num_train, config.batch_size, config.train_split)
 
   def read_train(self, keep=None) -> Tuple[np.ndarray, np.ndarray]:
     """uint8 images and int32 labels of the train examples whose indices

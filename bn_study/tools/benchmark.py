@@ -42,6 +42,7 @@ import numpy as np
 
 from bn_study import errors
 from bn_study import models
+from bn_study.data import info as dataset_info
 from bn_study.runtime import compilation_cache
 from bn_study.runtime import cpu
 from bn_study.runtime import malloc
@@ -194,13 +195,12 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
   the warm compile reads; `data` says what the pipeline reads (real or
   mock)."""
   from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  # The steps are timed before anything is decoded (the pipeline's rate and
-  # the epoch come after): a heap the decoding has churned faults more.
+  # Steps timed before any decoding, whose churned heap faults more.
   info = input_pipeline.shapes_info(config)
-  if max(batch_sizes) > info.num_train:
-    raise errors.UserError(f'--batch_sizes: {max(batch_sizes)} is larger than '
-                           f'the {info.num_train} training examples.')
-  steps_per_epoch = max(1, info.num_train // config.batch_size)
+  dataset_info.steps_per_epoch(info.num_train, max(batch_sizes),
+                               config.train_split)  # Each size fits.
+  steps_per_epoch = dataset_info.steps_per_epoch(
+      info.num_train, config.batch_size, config.train_split)
   matmul = step_timing.Matmul(matmul_size)
   reference = step_timing.flops_per_sec(
       matmul.flops,
