@@ -17,10 +17,14 @@ import tensorflow_datasets as tfds
 from absl import flags
 
 from bn_study import errors
+from bn_study import models
+from bn_study.data import input_pipeline
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.studies import runs
 from bn_study.training import checkpoints
 from bn_study.training import loop
+from bn_study.training import optim
+from bn_study.training import steps as steps_lib
 from configs import tiny
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,6 +145,22 @@ def train_tiny(workdir, num_train=64, num_eval=21, **overrides):
   padded); the final state."""
   with mock_learnable(num_train, num_eval):
     return loop.train_and_evaluate(tiny_config(**overrides), str(workdir))
+
+
+def setup_tiny(num_train, num_eval, **overrides):
+  """The tiny config's parts, for tests that drive the steps themselves:
+  (config, pipeline over `mock_learnable` data, mesh, model, train state,
+  jitted steps)."""
+  config = tiny_config(**overrides)
+  with mock_learnable(num_train, num_eval):
+    pipeline = input_pipeline.Pipeline(config)
+  mesh = mesh_lib.make_mesh()
+  model = models.create_model(config.model, pipeline.info.num_classes)
+  tx, schedule = optim.make_optimizer(config, pipeline.steps_per_epoch)
+  state = steps_lib.create_train_state(config, model,
+                                       pipeline.info.image_shape, tx, mesh)
+  return config, pipeline, mesh, model, state, steps_lib.jit_steps(mesh,
+                                                                   schedule)
 
 
 def main_command(workdir, *flags_, config='configs/tiny.py'):

@@ -51,9 +51,11 @@ def ray_sweep(tiny_study, tmp_path_factory):
         return sweep.product(
             sweep.values('dataset', ['{helpers.LEARNABLE}']),
             sweep.values('data_dir', [{data_dir!r}]),
-            # Epochs of a fraction of a second: many, so that a run the
-            # scheduler stops at epoch 1 is still running when it does.
-            sweep.values('num_epochs', [30]),
+            # Epochs of a fraction of a second: enough of them that a run
+            # the scheduler stops at epoch 1 is still running when it does
+            # (the engine pauses it while Tune judges), few enough that the
+            # run ASHA lets through is soon done.
+            sweep.values('num_epochs', [10]),
             # A good learning rate, then one too large, worse at epoch 1
             # (eval/loss 2.30, 2.35). With one run at a time, ASHA lets the
             # first through and stops the second.
