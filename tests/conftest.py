@@ -13,14 +13,6 @@ from bn_study.runtime import compilation_cache
 from tests import helpers
 
 
-# Compiling, not running, is most of what the tiny models cost: at XLA:CPU's
-# backend (LLVM) optimization level 0, in-process training tests took 28-56%
-# less time on 2 cores (README); with XLA:CPU's older fusion emitters, not
-# its MLIR ones, a third less CPU again (docs/tests.md). Every test passes
-# either way (bitwise checks compare runs compiled alike). Subprocesses
-# inherit them.
-FAST_COMPILE = {'xla_backend_optimization_level': '0',
-                'xla_cpu_use_fusion_emitters': 'false'}
 _CACHE_ENV = 'BN_STUDY_TEST_JAX_CACHE'
 
 
@@ -28,14 +20,15 @@ def pytest_configure(config):
   """One persistent compilation cache for the session, set before any test
   module is imported: the many tests that train the same tiny model then
   compile its steps once, not once per test (jit caches in memory only per
-  function object, and each run makes its own). Fast compiles (FAST_COMPILE),
+  function object, and each run makes its own). Fast compiles
+  (helpers.FAST_COMPILE),
   each unless XLA_FLAGS chooses it itself. And malloc left as it is
   in the many main.py subprocesses, unless asked for: its tuning changes how
   fast, not what, and each re-execution imports everything again
   (malloc_test and the benchmark's smoke test turn it on)."""
   os.environ.setdefault('BN_STUDY_MALLOC', '0')
   flags = os.environ.get('XLA_FLAGS', '')
-  for name, value in FAST_COMPILE.items():
+  for name, value in helpers.FAST_COMPILE.items():
     if name not in flags:  # Unless XLA_FLAGS chooses it itself.
       flags = f'{flags} --{name}={value}'.strip()
   os.environ['XLA_FLAGS'] = flags

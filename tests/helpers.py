@@ -30,6 +30,28 @@ from configs import tiny
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# Compiling, not running, is most of what the tiny models cost. The session
+# (conftest) compiles with XLA:CPU's backend (LLVM) at optimization level 0,
+# which took 28-56% off in-process training tests on 2 cores (README), and
+# with its older fusion emitters, not its MLIR ones, a third less CPU again
+# (docs/tests.md). Subprocesses inherit both.
+FAST_COMPILE = {'xla_backend_optimization_level': '0',
+                'xla_cpu_use_fusion_emitters': 'false'}
+
+
+def env_with_xla_emitters(env=None):
+  """`env` (default: this process's) without FAST_COMPILE's choice of fusion
+  emitters: for main.py runs compared bit for bit with differently built
+  programs (several steps a call against one, a run stopped and resumed).
+  XLA's own emitters, what users run, give such programs the same bits;
+  the older ones round them differently (docs/tests.md)."""
+  env = dict(os.environ if env is None else env)
+  env['XLA_FLAGS'] = ' '.join(
+      f for f in env.get('XLA_FLAGS', '').split()
+      if not f.startswith('--xla_cpu_use_fusion_emitters'))
+  return env
+
+
 def tiny_config(**overrides):
   config = tiny.get_config()
   for key, value in overrides.items():

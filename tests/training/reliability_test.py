@@ -1,6 +1,8 @@
 """Preemption, hard kills, damaged checkpoints and bad input, through main.py
 in real subprocesses, compared with an uninterrupted run bit for bit (run
-in this process, as the runs that need no signal are)."""
+in this process, as the runs that need no signal are, where both are built
+alike; where their calls differ, every run in a subprocess compiled as
+users compile: helpers.env_with_xla_emitters)."""
 
 import os
 import shutil
@@ -28,12 +30,17 @@ def _command(workdir, data_dir, *extra):
   return helpers.main_command(workdir, *_flags(data_dir, *extra))
 
 
-def _main(workdir, data_dir, *extra, self_signal=None):
-  env = dict(os.environ)
+def _main(workdir, data_dir, *extra, self_signal=None, xla_emitters=False,
+          config='configs/tiny.py'):
+  """main.py in a subprocess; `xla_emitters`: compiled as users compile,
+  for runs whose calls differ from the run they are compared with
+  (helpers.env_with_xla_emitters)."""
+  env = helpers.env_with_xla_emitters() if xla_emitters else dict(os.environ)
   env.pop(preemption.SELF_SIGNAL_ENV, None)
   if self_signal:
     env[preemption.SELF_SIGNAL_ENV] = self_signal
-  return helpers.run_main(workdir, *_flags(data_dir, *extra), env=env)
+  return helpers.run_main(workdir, *_flags(data_dir, *extra), env=env,
+                          config=config)
 
 
 @pytest.fixture(scope='module')
@@ -90,17 +97,18 @@ def test_sigterm_and_resume_with_augmentation_is_bit_exact(
   # one step per call. Stopped: the data on the device, 3 steps per call, a
   # SIGTERM during the call of steps 8-10, resumed.
   straight = tmp_path / 'straight'
-  code, err = helpers.main_here(straight, *_flags(
-      learnable_data_dir, *AUGMENTED, '--config.data_on_device=off',
-      '--config.steps_per_call=1', '--config.log_every_steps=8'))
-  assert code == 0, err[-3000:]
+  proc = _main(straight, learnable_data_dir, *AUGMENTED,
+               '--config.data_on_device=off', '--config.steps_per_call=1',
+               '--config.log_every_steps=8', xla_emitters=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   stopped = tmp_path / 'stopped'
   proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE,
-               self_signal='10:SIGTERM')
+               self_signal='10:SIGTERM', xla_emitters=True)
   assert proc.returncode == 143, proc.stderr[-3000:]
   assert 'data on the devices' in proc.stderr
   assert _latest(stopped) == 11
-  proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE)
+  proc = _main(stopped, learnable_data_dir, *AUGMENTED, *ON_DEVICE,
+               xla_emitters=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   helpers.assert_same_result(helpers.final_result(stopped),
                             helpers.final_result(straight))
@@ -118,27 +126,25 @@ def test_airbench_sigterm_and_resume_is_bit_exact(learnable_data_dir,
   # Its whitening fit (data_init.npz), lookahead's averages in the
   # optimizer state, frozen params, the fractional last epoch and TTA.
   straight = tmp_path / 'straight'
-  code, err = helpers.main_here(
-      straight, *_flags(learnable_data_dir), *AIRBENCH,
-      '--config.data_on_device=off', '--config.steps_per_call=1',
-      config='configs/airbench94.py')
-  assert code == 0, err[-3000:]
+  airbench = dict(xla_emitters=True, config='configs/airbench94.py')
+  proc = _main(straight, learnable_data_dir, *AIRBENCH,
+               '--config.data_on_device=off', '--config.steps_per_call=1',
+               **airbench)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   # The whitening kernel is the fit one, untouched by 20 steps.
   with np.load(straight / 'data_init.npz') as fit:
     np.testing.assert_array_equal(
         helpers.final_result(straight)[1]["['params']['whiten']['kernel']"],
         fit['whiten/kernel'])
   stopped = tmp_path / 'stopped'
-  env = dict(os.environ, **{preemption.SELF_SIGNAL_ENV: '7:SIGTERM'})
-  proc = helpers.run_main(stopped, *_flags(learnable_data_dir), *AIRBENCH,
-                          '--config.steps_per_call=2', env=env,
-                          config='configs/airbench94.py')
+  proc = _main(stopped, learnable_data_dir, *AIRBENCH,
+               '--config.steps_per_call=2', self_signal='7:SIGTERM',
+               **airbench)
   assert proc.returncode == 143, proc.stderr[-3000:]
   assert _latest(stopped) == 8
-  code, err = helpers.main_here(stopped, *_flags(learnable_data_dir),
-                                *AIRBENCH, '--config.steps_per_call=2',
-                                config='configs/airbench94.py')
-  assert code == 0, err[-3000:]
+  proc = _main(stopped, learnable_data_dir, *AIRBENCH,
+               '--config.steps_per_call=2', **airbench)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   got, want = helpers.final_result(stopped), helpers.final_result(straight)
   assert want[0] == 20
   (step, _), = want[2]['eval_tta/accuracy']

@@ -16,13 +16,8 @@ from bn_study.training import steps as steps_lib
 from bn_study.training import validate
 from tests import helpers
 
-# 64 training images = 8 steps of 8 per epoch; 21 eval images = 3 batches,
-# the last padded.
-NUM_TRAIN, NUM_EVAL = 64, 21
-
-
-def _train(workdir, **overrides):
-  return helpers.train_tiny(workdir, NUM_TRAIN, NUM_EVAL, **overrides)
+# A pipeline over 256 training images (32 steps of 8) and 210 eval images.
+NUM_TRAIN, NUM_EVAL = 256, 210
 
 
 def test_global_norm_is_optax_global_norm():
@@ -38,7 +33,7 @@ def _norm64(tree):
 
 
 def test_update_norm_is_the_norm_of_the_applied_update():
-  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10)
+  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN, NUM_EVAL)
   before = jax.device_get(state.params)
   state, metrics = steps.train(
       state, mesh_lib.global_batch(next(pipeline.train(0)), mesh),
@@ -52,7 +47,7 @@ def test_update_norm_is_the_norm_of_the_applied_update():
 
 
 def test_cpu_train_step_sums_without_tree_reductions():
-  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10)
+  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN, NUM_EVAL)
   batch = mesh_lib.global_batch(next(pipeline.train(0)), mesh)
   assert cpu.compiler_options('gpu') is None
   if mesh.devices.flat[0].platform != 'cpu':
@@ -66,7 +61,7 @@ def test_train_step_sums_match_float64():
   """The step's large sums (BN statistics over 512 x 32 x 32 pixels, the
   norms) are each one float32 reduction on CPU: as accurate as float64
   to 1e-5."""
-  config, _, mesh, model, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10)
+  config, _, mesh, model, state, steps = helpers.setup_tiny(NUM_TRAIN, NUM_EVAL)
   rng = np.random.default_rng(0)
   images = rng.normal(100, 50, (512, 32, 32, 3)).astype(np.float32)
   batch = {'image': images, 'label': rng.integers(0, 10, 512)}
@@ -90,21 +85,12 @@ def test_train_step_sums_match_float64():
       expected, rtol=1e-5)
 
 
-def _final(workdir, state):
-  leaves = jax.tree.leaves(jax.device_get(
-      (state.params, state.batch_stats, state.opt_state)))
-  scalars = {t: v for t, v in helpers.read_scalars(str(workdir)).items()
-             if t not in ('steps_per_sec', 'uptime')}
-  return leaves, scalars
-
-
 # The data on the device or fed by tf.data, steps in one XLA loop or one by
 # one, and a norm that draws noise each step.
 @pytest.mark.parametrize('data_on_device,conv_impl,norm', [
     ('off', 'xla', 'batch'), ('on', 'im2col', 'noisy_batch')])
-def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
-                                                        data_on_device,
-                                                        conv_impl, norm):
+def test_steps_per_call_1_and_7_give_bit_identical_runs(
+    learnable_data_dir, tmp_path, data_on_device, conv_impl, norm):
   # im2col: one XLA loop per call; xla on CPU: steps dispatched one by one
   # (cpu.steps_in_one_loop).
   # 8 steps per epoch, logged every 8: calls of 7 and 1 steps; instruments
@@ -112,28 +98,38 @@ def test_steps_per_call_1_and_7_give_bit_identical_runs(tmp_path,
   # Noisy BN's noise is a function of the seed and the step alone. ICS and
   # the norms stand for the instruments: where a call ends does not depend on
   # which are on, and act and smoothness would double measure's compile.
+  # main.py processes compiled as users compile: the session's faster
+  # fusion emitters round a loop of 7 steps and one step differently.
+  env = helpers.env_with_xla_emitters()
+  flags = [f'--config.dataset={helpers.LEARNABLE}',
+           f'--config.data_dir={learnable_data_dir}',
+           '--config.log_every_steps=8', '--config.augment=crop_flip',
+           f'--config.data_on_device={data_on_device}',
+           f'--config.model.conv_impl={conv_impl}']
+  instrumented = ['--config.eval_stats=ema,precise',
+                  '--config.analysis.every_steps=4',
+                  '--config.analysis.probe_size=8',
+                  '--config.analysis.act=False',
+                  '--config.analysis.smoothness=False']
   runs = {}
   for n in (1, 7):
-    workdir = tmp_path / str(n)
-    state = _train(workdir, steps_per_call=n, data_on_device=data_on_device,
-                   log_every_steps=8, augment='crop_flip',
-                   eval_stats='ema,precise',
-                   **{'model.conv_impl': conv_impl, 'model.norm': norm,
-                      'analysis.every_steps': 4, 'analysis.probe_size': 8,
-                      'analysis.act': False, 'analysis.smoothness': False})
-    runs[n] = _final(workdir, state)
-  (a, a_scalars), (b, b_scalars) = runs[1], runs[7]
-  assert len(a) == len(b)
-  for x, y in zip(a, b):
-    np.testing.assert_array_equal(x, y)
-  assert a_scalars == b_scalars
-  assert 'train/loss' in a_scalars
-  assert any(t.startswith('ics/') for t in a_scalars)
+    proc = helpers.run_main(tmp_path / str(n), *flags, *instrumented,
+                            f'--config.model.norm={norm}',
+                            f'--config.steps_per_call={n}', env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs[n] = helpers.final_result(tmp_path / str(n))
+  helpers.assert_same_result(runs[7], runs[1])
+  scalars = runs[1][2]
+  assert 'train/loss' in scalars
+  assert any(t.startswith('ics/') for t in scalars)
   if norm == 'noisy_batch':  # The train step does draw the noise.
-    plain = _train(tmp_path / 'bn', steps_per_call=7, data_on_device='on',
-                   log_every_steps=8, augment='crop_flip',
-                   **{'model.conv_impl': conv_impl, 'model.norm': 'batch'})
-    assert not np.allclose(a[0], _final(tmp_path / 'bn', plain)[0][0])
+    proc = helpers.run_main(tmp_path / 'bn', *flags,
+                            '--config.model.norm=batch',
+                            '--config.steps_per_call=7', env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = "['params']['conv1']['kernel']"
+    assert not np.allclose(runs[1][1][params],
+                           helpers.final_result(tmp_path / 'bn')[1][params])
 
 
 def test_steps_per_call_auto_and_bad_values(tmp_path):

@@ -81,6 +81,10 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, run):
   assert steps == [8, 16]
 
 
+def _setup(**overrides):
+  return helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10, **overrides)
+
+
 def _fit(state, pipeline, mesh, p_train, epochs):
   metrics = steps_lib.TrainMetrics.empty()
   for epoch in range(epochs):
@@ -91,7 +95,7 @@ def _fit(state, pipeline, mesh, p_train, epochs):
 
 
 def test_training_updates_batch_stats_and_eval_leaves_them():
-  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10)
+  _, pipeline, mesh, _, state, steps = _setup()
   p_train, p_eval = steps.train, steps.eval
   initial = jax.device_get(state.batch_stats)
   state = _fit(state, pipeline, mesh, p_train, 1)
@@ -106,7 +110,7 @@ def test_training_updates_batch_stats_and_eval_leaves_them():
 
 
 def test_wobn_trains_without_batch_stats():
-  _, pipeline, mesh, _, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10, **{'model.norm': 'none'})
+  _, pipeline, mesh, _, state, steps = _setup(**{'model.norm': 'none'})
   p_train, p_eval = steps.train, steps.eval
   assert state.batch_stats == {}
   state = _fit(state, pipeline, mesh, p_train, 1)
@@ -116,7 +120,7 @@ def test_wobn_trains_without_batch_stats():
 
 def test_eval_with_running_averages_matches_train_mode():
   """The seed's failure: its eval ignored the BN updates and sat at chance."""
-  _, pipeline, mesh, model, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10, 
+  _, pipeline, mesh, model, state, steps = _setup(
       **{'model.bn_momentum': 0.9, 'batch_size': 32, 'eval_batch_size': 32,
          'learning_rate': 3e-3})
   p_train, p_eval = steps.train, steps.eval
@@ -187,7 +191,7 @@ def test_every_norm_trains_and_evaluates_in_every_eval_mode(tmp_path, norm,
 
 
 def test_precise_bn_leaves_the_running_averages_unless_asked():
-  config, pipeline, mesh, model, state, steps = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10, precise_bn_batches=3)
+  config, pipeline, mesh, model, state, steps = _setup(precise_bn_batches=3)
   state = _fit(state, pipeline, mesh, steps.train, 1)
   ema = jax.device_get(state.batch_stats)
   writer = metric_writers.LoggingWriter()
@@ -225,7 +229,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_skip_nonfinite_leaves_the_state_as_it_was():
-  _, pipeline, mesh, _, state, _ = helpers.setup_tiny(NUM_TRAIN * 4, NUM_EVAL * 10)
+  _, pipeline, mesh, _, state, _ = _setup()
   config = helpers.tiny_config()
   _, schedule = optim.make_optimizer(config, pipeline.steps_per_epoch)
   steps = steps_lib.jit_steps(mesh, schedule, skip_nonfinite=True)
