@@ -16,8 +16,9 @@ Published: 94.01% mean test accuracy over 1,000 runs (per-run spread about
 Here: 476 steps of 1,024 images (9.9 epochs), then one TTA eval. Measured
 on a 2-core AMD EPYC with BN_STUDY_KEEP_MEMORY=1: 0.9057 TTA accuracy
 (0.8957 without TTA) in 62 min 46 s, 18.1 GiB peak resident memory
-(docs/results/airbench/README.md): short of the paper's accuracy, for a
-reason not found. docs/models.md has the network.
+(docs/results/airbench/README.md): short of the paper's accuracy. That
+run's lookahead also synced at each epoch's end, which the original does
+not; fixed since, not yet rerun. docs/models.md has the network.
 
 The recipe (bn_study/models/airbench.py has the network):
 - BN with the scale frozen at 1 (use_scale=False), eps 1e-12, momentum 0.6
@@ -31,7 +32,7 @@ The recipe (bn_study/models/airbench.py has the network):
   run folder as data_init.npz), its kernel frozen, its bias trained 3
   epochs;
 - lookahead from epoch 3, every 5 steps, with decay 0.95^5 (step /
-  steps)^3, the weights set to the average then and at each epoch's end;
+  steps)^3, the weights set to the average then and after the last step;
 - per-channel normalized images, translated up to 2 pixels (reflect
   padding), each flipped at random once and the whole set flipped in odd
   epochs (augment=airbench);

@@ -220,8 +220,9 @@ def lookahead(inner: optax.GradientTransformation, every: int, decay: float,
   schedule). From epoch `start_epochs` on, at every `every`-th step: the
   first time, the averages start as the weights; after that they move
   toward the new weights, avg += (1 - rho) (w - avg) with rho = decay^every
-  (step / total)^3, and the weights are set to them. At the end of every
-  epoch (and of the run) the weights are set to the averages again. The
+  (step / total)^3, and the weights are set to them. At the run's last step
+  the weights are set to the averages again (airbench's final update with
+  decay 1); an epoch's end is no such moment (airbench94.py's loop). The
   norms' running averages, which airbench's state_dict holds beside the
   weights, go the same way when the train step passes them (`batch_stats=`;
   read back with `synced_batch_stats`)."""
@@ -241,8 +242,7 @@ def lookahead(inner: optax.GradientTransformation, every: int, decay: float,
     move = due & state.started
     rho = decay**every * (count.astype(jnp.float32) / total)**3
     started = state.started | start
-    sync = started & (move | (count % steps_per_epoch == 0)
-                      | (count >= total))
+    sync = started & (move | (count >= total))
     new = optax.apply_updates(params, updates)
 
     def average(avg, w):

@@ -196,7 +196,8 @@ def _lookahead_reference(params, stats, grads, new_stats, lr, every, total,
   """airbench94's training loop with its LookaheadState over plain SGD, in
   numpy: the EMA of the state dict (weights and running averages), created
   at the first due step from epoch start_epochs, moved every `every` steps
-  and copied back, and copied back at each epoch's end."""
+  and copied back, and copied back after the last step (airbench94.py's
+  update with decay 1; nothing happens at an epoch's end)."""
   net = {k: v.copy() for k, v in {**params, **stats}.items()}
   ema = None
   step = 0
@@ -216,15 +217,16 @@ def _lookahead_reference(params, stats, grads, new_stats, lr, every, total,
             ema[k] = ema[k] + (1 - rho) * (net[k] - ema[k])
             net[k] = ema[k].copy()
       if step >= total:
-        break
-    if ema is not None:
-      net = {k: v.copy() for k, v in ema.items()}
+        if ema is not None:
+          net = {k: v.copy() for k, v in ema.items()}
+        return net
   return net
 
 
 def test_lookahead_against_airbenchs_loop():
   # 4 steps an epoch, 10 in all (the last epoch cut short), from epoch 1,
-  # every 3 steps: started at step 6, moved at 9, copied back at 8 and 10.
+  # every 3 steps: started at step 6, moved at 9, copied back at 9 and 10
+  # (not at 8, an epoch's end).
   every, total, lr, per_epoch, start_epochs = 3, 10, 0.5, 4, 1
   rng = np.random.default_rng(0)
   params = {'w': rng.normal(size=4).astype(np.float32)}
