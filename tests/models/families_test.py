@@ -271,7 +271,8 @@ def test_a_family_runs_the_whole_machinery(kind, tmp_path):
   config = family_config(kind, norm='batch')
   config.update_from_flattened_dict({
       'num_epochs': 1, 'augment': 'crop_flip', 'normalize': 'per_channel',
-      'eval_stats': 'ema,precise,batch', 'precise_bn_batches': 2,
+      # PreciseBN over more batches than an epoch has (8).
+      'eval_stats': 'ema,precise,batch', 'precise_bn_batches': 10,
       'analysis.every_steps': 4, 'analysis.probe_size': 8,
       'lr_schedule': 'piecewise', 'optimizer': 'sgd', 'learning_rate': 0.05,
       'weight_decay': 1e-4, 'weight_decay_style': 'coupled'})

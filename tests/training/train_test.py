@@ -86,29 +86,34 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, run):
 def test_airbench_through_the_tf_data_feed_keeps_its_whitening_fit(
     tmp_path, caplog):
   # airbench94's recipe at width 8, fed by tf.data (HostFeed: calls of 3
-  # steps, an epoch's last call padded to the stack), in this process: the
-  # whitening fit to the feed's first images is kept in data_init.npz,
-  # trains frozen, and a resumed run reads it back instead of fitting again.
+  # steps, an epoch's last call padded to the stack; XLA's convs, so on CPU
+  # each step taken from the stack in turn), with the instruments on their
+  # probe, in this process: the whitening fit to the feed's first images is
+  # kept in data_init.npz, trains frozen, and a resumed run reads it back
+  # instead of fitting again.
   config = airbench94.get_config()
   config.update_from_flattened_dict({
       'model.width': 8, 'batch_size': 8, 'eval_batch_size': 7,
-      'num_epochs': 1.0, 'model.whiten_bias_epochs': 1, 'log_every_steps': 4,
-      'data_on_device': 'off', 'steps_per_call': 3})
+      'num_epochs': 2.0, 'model.whiten_bias_epochs': 1, 'log_every_steps': 4,
+      'data_on_device': 'off', 'steps_per_call': 3, 'model.conv_impl': 'xla',
+      'analysis.every_steps': 8, 'analysis.probe_size': 8,
+      'analysis.ics': False, 'analysis.smoothness': False})
   with helpers.mock_learnable(NUM_TRAIN, NUM_EVAL):
     loop.train_and_evaluate(config, str(tmp_path))
-    config.num_epochs = 1.5
+    config.num_epochs = 2.5
     with caplog.at_level('INFO'):
       state = loop.train_and_evaluate(config, str(tmp_path))
-  assert int(state.step) == 12
+  assert int(state.step) == 20
   assert f'Data-fit params from {tmp_path / "data_init.npz"}' in caplog.text
   with np.load(tmp_path / 'data_init.npz') as fit:
     np.testing.assert_array_equal(
         jax.device_get(state.params['whiten']['kernel']), fit['whiten/kernel'])
   scalars = helpers.read_scalars(str(tmp_path))
-  assert [s for s, _ in scalars['eval/accuracy']] == [8, 12]
-  # TTA at each run's end.
-  assert [s for s, _ in scalars['eval_tta/accuracy']] == [8, 12]
+  assert [s for s, _ in scalars['eval/accuracy']] == [8, 16, 20]
+  # TTA only at each run's end.
+  assert [s for s, _ in scalars['eval_tta/accuracy']] == [16, 20]
   assert all(0 <= a <= 1 for _, a in scalars['eval_tta/accuracy'])
+  assert any(t.startswith('act/') for t in scalars)
 
 
 def _setup(**overrides):
