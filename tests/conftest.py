@@ -21,8 +21,8 @@ def pytest_configure(config):
   module is imported: the many tests that train the same tiny model then
   compile its steps once, not once per test (jit caches in memory only per
   function object, and each run makes its own). Fast compiles
-  (helpers.FAST_COMPILE),
-  each unless XLA_FLAGS chooses it itself. And malloc left as it is
+  (helpers.FAST_COMPILE), each unless XLA_FLAGS chooses it itself. And
+  malloc left as it is
   in the many main.py subprocesses, unless asked for: its tuning changes how
   fast, not what, and each re-execution imports everything again
   (malloc_test and the benchmark's smoke test turn it on)."""
