@@ -22,10 +22,10 @@ def pytest_configure(config):
   compile its steps once, not once per test (jit caches in memory only per
   function object, and each run makes its own). Fast compiles
   (helpers.FAST_COMPILE), each unless XLA_FLAGS chooses it itself. And
-  malloc left as it is
-  in the many main.py subprocesses, unless asked for: its tuning changes how
-  fast, not what, and each re-execution imports everything again
-  (malloc_test and the benchmark's smoke test turn it on)."""
+  malloc left as it is in the many main.py subprocesses, unless asked for:
+  its tuning changes how fast, not what, and each re-execution imports
+  everything again (malloc_test and the benchmark's smoke test turn it
+  on)."""
   os.environ.setdefault('BN_STUDY_MALLOC', '0')
   flags = os.environ.get('XLA_FLAGS', '')
   for name, value in helpers.FAST_COMPILE.items():
