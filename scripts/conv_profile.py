@@ -145,7 +145,7 @@ def main():
             for name, fn in parts(conv, stride).items()}
       total = sum(ms.values())
       xla_total = total if kind == 'xla' else xla_total
-      totals[kind] = totals.get(kind, 0.0) + total * count
+      totals[kind] += total * count
       print(f'| {size}x{size}, {cin}->{cout}, /{stride} x {count} | {kind} | '
             + ' | '.join(f'{v:.1f}' for v in ms.values())
             + f' | {total:.1f} | {total * count:.1f} |')

@@ -45,10 +45,16 @@ def env_with_xla_emitters(env=None):
   programs (several steps a call against one, a run stopped and resumed).
   XLA's own emitters, what users run, give such programs the same bits;
   the older ones round them differently (docs/tests.md)."""
+  return env_without_xla_flags('xla_cpu_use_fusion_emitters', env=env)
+
+
+def env_without_xla_flags(*names, env=None):
+  """`env` (default: this process's) with XLA_FLAGS less the flags `names`,
+  for subprocesses that choose them (or XLA's default) themselves."""
   env = dict(os.environ if env is None else env)
   env['XLA_FLAGS'] = ' '.join(
       f for f in env.get('XLA_FLAGS', '').split()
-      if not f.startswith('--xla_cpu_use_fusion_emitters'))
+      if not any(f.startswith(f'--{name}') for name in names))
   return env
 
 
@@ -93,11 +99,7 @@ def mock_learnable(num_train, num_eval):
 def env_without_device_count():
   """This environment, less any simulated device count, for subprocesses
   that set their own (tests/run_tiny.py, tests/dump_batches.py)."""
-  env = dict(os.environ)
-  env['XLA_FLAGS'] = ' '.join(
-      f for f in env.get('XLA_FLAGS', '').split()
-      if not f.startswith('--xla_force_host_platform_device_count'))
-  return env
+  return env_without_xla_flags('xla_force_host_platform_device_count')
 
 
 def eval_batches(pipeline, mesh):

@@ -26,12 +26,14 @@ class DatasetInfo:
   pixel_std: Tuple[float, ...]
 
 
-def steps_per_epoch(num_train: int, batch_size: int, split: str) -> int:
+def steps_per_epoch(num_train: int, batch_size: int, split: str,
+                    field: str = 'batch_size') -> int:
   """Full batches of `batch_size` in the `num_train` examples of `split`
-  (the last partial one dropped); a UserError where there is none."""
+  (the last partial one dropped); a UserError naming `field` where there is
+  none."""
   if batch_size > num_train:
     raise errors.UserError(
-        f'batch_size={batch_size} is larger than the {num_train} examples of '
+        f'{field}={batch_size} is larger than the {num_train} examples of '
         f'split {split!r}.')
   return num_train // batch_size
 

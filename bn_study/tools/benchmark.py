@@ -192,13 +192,13 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
         matmul_size: int = step_timing.MATMUL_SIZE) -> dict:
   """Every measurement of the step table, `config` validated (main's
   _check) and the persistent compilation cache enabled (main does it), which
-  the warm compile reads; `data` says what the pipeline reads (real or
-  mock)."""
+  the warm compile reads; `data` says what the pipeline reads (or mocks)."""
   from bn_study.data import input_pipeline  # pylint: disable=g-import-not-at-top
   # Steps timed before any decoding, whose churned heap faults more.
   info = input_pipeline.shapes_info(config)
-  dataset_info.steps_per_epoch(info.num_train, max(batch_sizes),
-                               config.train_split)  # Each size fits.
+  for i, size in enumerate(batch_sizes):
+    dataset_info.steps_per_epoch(info.num_train, size, config.train_split,
+                                 field=f'--batch_sizes[{i}]')
   steps_per_epoch = dataset_info.steps_per_epoch(
       info.num_train, config.batch_size, config.train_split)
   matmul = step_timing.Matmul(matmul_size)

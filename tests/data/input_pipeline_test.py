@@ -18,6 +18,7 @@ from urllib3.util import retry
 from urllib3.util.retry import Retry
 
 from bn_study import errors
+from bn_study.data import info as dataset_info
 from bn_study.data import input_pipeline
 from tests import helpers
 from tests.helpers import ROOT
@@ -192,6 +193,13 @@ def test_unknown_dataset_is_a_user_error():
 def test_batch_larger_than_the_split_is_a_user_error():
   with pytest.raises(errors.UserError, match='batch_size=8 is larger'):
     _pipeline(num_examples=5)
+  # The rule is data/info's, told the field that gave the size (the
+  # benchmark's --batch_sizes[i]).
+  with pytest.raises(errors.UserError,
+                     match=r"--batch_sizes\[1\]=8 is larger than the 5 "
+                     r"examples of split 'train'"):
+    dataset_info.steps_per_epoch(5, 8, 'train', field='--batch_sizes[1]')
+  assert dataset_info.steps_per_epoch(21, 8, 'train') == 2
 
 
 def test_load_image_resizes_and_scales(tmp_path):

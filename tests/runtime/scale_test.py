@@ -26,9 +26,8 @@ def _env(devices):
   (cause not found; docs/scale.md). One device keeps the fast compiles."""
   env = helpers.env_without_device_count()
   if devices > 1:
-    env['XLA_FLAGS'] = ' '.join(
-        f for f in env['XLA_FLAGS'].split()
-        if not f.startswith('--xla_backend_optimization_level'))
+    env = helpers.env_without_xla_flags('xla_backend_optimization_level',
+                                        env=env)
   return env
 
 
