@@ -38,7 +38,6 @@ from absl import flags
 from ml_collections import config_flags
 
 import jax
-import numpy as np
 
 from bn_study import errors
 from bn_study import models
@@ -48,12 +47,11 @@ from bn_study.runtime import cpu
 from bn_study.runtime import malloc
 from bn_study.runtime import mesh as mesh_lib
 from bn_study.runtime import process
-from bn_study.studies import runs
+from bn_study.tools import epoch_timing
 from bn_study.tools import loop_rows
 from bn_study.tools import plain_step
 from bn_study.tools import step_timing
 from bn_study.training import instruments
-from bn_study.training import loop
 from bn_study.training import steps as steps_lib
 from bn_study.training import validate as validate_lib
 
@@ -120,36 +118,6 @@ def pipeline_rate(config, num_batches: int) -> Dict[str, float]:
 def _eval_seconds(info, row) -> float:
   """One eval over the whole eval split at `row`'s measured rate."""
   return info.num_eval / row['eval_images_per_sec']
-
-
-def epoch_end_to_end(config, workdir: str, step_s: float, eval_s: float
-                     ) -> Dict[str, float]:
-  """Epoch 2 of a real 2-epoch run (compilation and the first epoch's
-  decoding excluded), from its eval events' wall times, against
-  steps x step time + eval. The epoch's last train summary, written once its
-  last step is done, splits the wall time into the steps and the eval."""
-  config = config.copy_and_resolve_references()
-  config.num_epochs = 2
-  config.eval_stats = 'ema'
-  loop.train_and_evaluate(config, workdir)
-  scalars = runs.read_scalars(workdir)
-  evals = scalars['eval/accuracy']
-  wall = float(evals.wall_times[1] - evals.wall_times[0])
-  steps_per_epoch = int(evals.steps[1] - evals.steps[0])
-  predicted = step_timing.predicted_epoch_s(steps_per_epoch, step_s,
-                                            eval_s)
-  out = {'epoch_wall_s': wall, 'epoch_predicted_s': predicted,
-         'epoch_gap': step_timing.epoch_gap(wall, predicted),
-         'epoch_step_s': step_s,
-         'epoch_steps': steps_per_epoch, 'epoch_eval_s': eval_s}
-  losses = scalars.get('train/loss')
-  last = ([] if losses is None else
-          np.flatnonzero(losses.steps == evals.steps[1]))
-  if len(last):  # The last step was a log step.
-    steps_done = float(losses.wall_times[last[0]])
-    out.update(epoch_steps_wall_s=steps_done - float(evals.wall_times[0]),
-               epoch_eval_wall_s=float(evals.wall_times[1]) - steps_done)
-  return out
 
 
 FLAGS = flags.FLAGS
@@ -246,7 +214,8 @@ def run(config, batch_sizes, repeats, warmup, pipeline_batches,
       ecfg = at(config, size)
       eval_s = _eval_seconds(info, row)
       with tempfile.TemporaryDirectory() as workdir:
-        extras.update(epoch_end_to_end(ecfg, workdir, row['step_s'], eval_s))
+        extras.update(epoch_timing.epoch_end_to_end(ecfg, workdir,
+                                                    row['step_s'], eval_s))
       extras['epoch_batch_size'] = size
       # The step and eval again, right after the epoch: with the timings
       # before it they bracket the epoch, so the machine's drift in between
@@ -331,24 +300,7 @@ def format_table(result: dict) -> str:
                  'fastest train step), '
                  f'{result["pipeline_images_per_sec_first_epoch"]:.0f} img/s '
                  'in the first epoch (decoding)')
-  if 'epoch_wall_s' in result:
-    lines.append(f'epoch 2 of 2 at batch {result["epoch_batch_size"]}: '
-                 f'{result["epoch_wall_s"]:.1f} s wall vs '
-                 f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
-                 f'eval ({result["epoch_gap"] * 100:+.1f}%)')
-    if 'epoch_eval_wall_s' in result:
-      steps = result['epoch_steps']
-      lines.append(f'  of which its {steps} steps '
-                   f'{result["epoch_steps_wall_s"]:.1f} s '
-                   f'({result["epoch_steps_wall_s"] / steps * 1e3:.1f} ms '
-                   f'each) and its eval {result["epoch_eval_wall_s"]:.1f} s '
-                   f'(timed alone: {result["epoch_eval_s"]:.1f} s)')
-    if 'epoch_gap_bracketed' in result:
-      lines.append(f'  against the step timed again after it '
-                   f'({result["epoch_step_s_after"] * 1e3:.1f} ms, before '
-                   f'{result["epoch_step_s"] * 1e3:.1f} ms) and their mean: '
-                   f'{result["epoch_predicted_bracketed_s"]:.1f} s '
-                   f'({result["epoch_gap_bracketed"] * 100:+.1f}%)')
+  lines += epoch_timing.summary_lines(result)
   return '\n'.join(lines)
 
 

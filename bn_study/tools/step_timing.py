@@ -74,6 +74,22 @@ def kernel_usage() -> Optional[Tuple[float, int]]:
   return usage.ru_stime, usage.ru_minflt
 
 
+def kernel_stalls(path: str = '/proc/vmstat') -> Optional[Dict[str, int]]:
+  """The kernel's machine-wide counts of allocations that stalled on direct
+  compaction (for a huge page: malloc asks for them under THP `madvise`,
+  whose `defrag` setting compacts in the faulting thread) and on direct
+  reclaim. None where there is no /proc/vmstat."""
+  try:
+    with open(path, encoding='ascii') as f:
+      counts = dict(line.split() for line in f if line.strip())
+  except (OSError, ValueError):
+    return None
+  reclaim = sum(int(v) for k, v in counts.items()
+                if k.startswith('allocstall_'))
+  return {'compaction_stalls': int(counts.get('compact_stall', 0)),
+          'reclaim_stalls': reclaim}
+
+
 def peak_rss_mib() -> Optional[float]:
   """The most resident memory this process has had so far, in MiB; None
   where Python has no `resource` module."""

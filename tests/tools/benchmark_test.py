@@ -113,6 +113,10 @@ def test_smoke_run_writes_the_table_and_json(learnable_data_dir, tmp_path):
   assert result['epoch_steps_wall_s'] + result['epoch_eval_wall_s'] == (
       pytest.approx(result['epoch_wall_s']))
   assert result['epoch_eval_s'] > 0 and 'and its eval' in proc.stdout
+  if os.path.exists('/proc/vmstat'):  # Machine-wide, so only their kind.
+    assert result['epoch_run_compaction_stalls'] >= 0
+    assert result['epoch_run_reclaim_stalls'] >= 0
+    assert 'stalled on compaction' in proc.stdout
   assert os.listdir(tmp_path / 'cache')  # The persistent cache was written.
 
 
@@ -189,6 +193,16 @@ def test_kernel_usage_reads_this_process_so_far():
   # (system seconds, minor faults) of this process so far, in that order.
   assert isinstance(before[0], float) and isinstance(before[1], int)
   assert before[0] <= usage.ru_stime and before[1] <= usage.ru_minflt
+
+
+def test_kernel_stalls_sum_the_direct_reclaim_zones(tmp_path):
+  vmstat = tmp_path / 'vmstat'
+  vmstat.write_text('nr_free_pages 10\nallocstall_dma32 2\n'
+                    'allocstall_normal 3\nallocstall_movable 5\n'
+                    'compact_stall 7\ncompact_fail 4\n')
+  assert step_timing.kernel_stalls(str(vmstat)) == {
+      'compaction_stalls': 7, 'reclaim_stalls': 10}
+  assert step_timing.kernel_stalls(str(tmp_path / 'absent')) is None
 
 
 def test_loop_rows_write_overhead_and_startup(learnable_data_dir):
