@@ -16,9 +16,12 @@ Published: 94.01% mean test accuracy over 1,000 runs (per-run spread about
 Here: 476 steps of 1,024 images (9.9 epochs), then one TTA eval. Measured
 on a 2-core AMD EPYC with BN_STUDY_KEEP_MEMORY=1: 0.9057 TTA accuracy
 (0.8957 without TTA) in 62 min 46 s, 18.1 GiB peak resident memory
-(docs/results/airbench/README.md): short of the paper's accuracy. That
-run's lookahead also synced at each epoch's end, which the original does
-not; fixed since, not yet rerun. docs/models.md has the network.
+(docs/results/airbench/README.md): short of the paper's accuracy, as is
+the author's own airbench94.py run on the same CPU and data (0.9048); the
+CIFAR-10 prepared there is built from JPEG re-encodings of the originals.
+That run's lookahead also synced at each epoch's end, as an earlier
+airbench94.py did; the paper's version and this config do not.
+docs/models.md has the network.
 
 The recipe (bn_study/models/airbench.py has the network):
 - BN with the scale frozen at 1 (use_scale=False), eps 1e-12, momentum 0.6
