@@ -50,9 +50,9 @@ def summary_lines(result: dict) -> List[str]:
   if 'epoch_wall_s' not in result:
     return []
   lines = [f'epoch 2 of 2 at batch {result["epoch_batch_size"]}: '
-               f'{result["epoch_wall_s"]:.1f} s wall vs '
-               f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
-               f'eval ({result["epoch_gap"] * 100:+.1f}%)']
+           f'{result["epoch_wall_s"]:.1f} s wall vs '
+           f'{result["epoch_predicted_s"]:.1f} s steps x step time + '
+           f'eval ({result["epoch_gap"] * 100:+.1f}%)']
   if 'epoch_eval_wall_s' in result:
     steps = result['epoch_steps']
     lines.append(f'  of which its {steps} steps '
